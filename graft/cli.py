@@ -1,0 +1,409 @@
+"""The ``graft`` command line: a thin typer layer over :mod:`graft.api`.
+
+Results go to stdout (a table, or JSON with ``--json``); progress and messages go to stderr. A
+:class:`GraftError` ends the command with its one-line message and exit code 2, never a traceback.
+"""
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from graft import api
+from graft.backbones import DEFAULT_BACKBONE
+from graft.console import stderr, stdout
+from graft.errors import GraftError, Interrupted
+from graft.train.settings import TrainSettings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
+
+Data = Annotated[str, typer.Argument(help="an image folder (one sub-folder a class; Train/ and Test/ parts allowed), a CSV of path,label rows, or a built-in data set: digits, devanagari, fashion")]
+Classes = Annotated[str | None, typer.Option(help="classes to use, e.g. 7-9 or cat,dog; labels are re-indexed")]
+Backbone = Annotated[str, typer.Option(help="a timm model name (see 'graft backbones'), smallcnn, or a graft run directory whose backbone to transfer")]
+Weights = Annotated[
+    str | None,
+    typer.Option(help="backbone weights: a .safetensors file or a PyTorch state dict (loaded without executing code), or 'random'"),
+]
+Layer = Annotated[int | None, typer.Option(help="cut a timm backbone after this stage (0 = stem, -1 = last), features averaged over space")]
+Unfreeze = Annotated[int | None, typer.Option(help="finetune: train the last N blocks, in timm's stage structure (resnet: stem, layer1..layer4); default 1")]
+FreezeFirst = Annotated[
+    int | None,
+    typer.Option(help="finetune: freeze the first K layers (modules with parameters: convolutions, norms, linears, in forward order)"),
+]
+STRATEGY_HELP = "features, frozen, finetune, full, lpft or scratch"
+Out = Annotated[Path | None, typer.Option(help="run directory to write (default: runs/NAME)")]
+Epochs = Annotated[int | None, typer.Option(help="epochs per phase (early stopping may end sooner)")]
+Lr = Annotated[float | None, typer.Option(help="learning rate of the head")]
+Batch = Annotated[int | None, typer.Option("--batch-size", help="images per batch")]
+Augment = Annotated[str | None, typer.Option(help="none, light or strong (training images only)")]
+Head = Annotated[str | None, typer.Option(help="linear or mlp")]
+Seed = Annotated[int | None, typer.Option(help="seed for the split, weights and shuffling")]
+Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes")]
+PerClass = Annotated[int | None, typer.Option(help="keep at most this many training images a class (validation/test unchanged)")]
+Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
+Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]
+Report = Annotated[bool, typer.Option(help="write report.html into the run directory when training ends")]
+TensorBoard = Annotated[bool, typer.Option("--tensorboard", help="also write the per-epoch metrics as TensorBoard events (RUN/tensorboard)")]
+Resume = Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint (same options)")]
+BadImages = Annotated[str, typer.Option(help="skip: leave unreadable images out (listed in bad_images.json); fail: stop at the first")]
+
+
+def _settings(base: TrainSettings, **given: Any) -> TrainSettings:
+    """``base`` with every option the user gave on the command line."""
+    return TrainSettings.from_dict({**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("strategy", "class", "path", "label", "name", "weights", "backbone", "layer", "description", "size", "classes", "source", "license") else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*(_format(column, row[column]) for column in columns))
+    return table
+
+
+def _format(column: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if "accuracy" in column or column in ("precision", "recall", "probability", "similarity"):
+            return f"{value:.2%}"
+        if column == "logme":
+            return f"{value:.3f}"
+        return f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+COMPARE_COLUMNS = ["strategy", "test_accuracy", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb"]
+
+
+@app.command()
+def fit(
+    data: Data,
+    classes: Classes = None,
+    backbone: Backbone = DEFAULT_BACKBONE,
+    strategy: Annotated[str, typer.Option(help=STRATEGY_HELP)] = "frozen",
+    weights: Weights = None,
+    layer: Layer = None,
+    unfreeze: Unfreeze = None,
+    freeze_first: FreezeFirst = None,
+    out: Out = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    batch_size: Batch = None,
+    augment: Augment = None,
+    head: Head = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    per_class: PerClass = None,
+    overwrite: Overwrite = False,
+    resume: Resume = False,
+    bad_images: BadImages = "skip",
+    report: Report = True,
+    tensorboard: TensorBoard = False,
+    as_json: Json = False,
+) -> None:
+    """Graft a new head onto a backbone and train it with one strategy."""
+    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class)
+    options = {"unfreeze": unfreeze, "freeze_first": freeze_first}
+    with _say_how_to_resume():
+        outcome = api.fit(
+            data, classes=classes, backbone=backbone, strategy=strategy, out=out, settings=settings, overwrite=overwrite,
+            weights=weights, layer=layer, strategy_options=options, resume=resume, bad_images=bad_images, report=report, tensorboard=tensorboard,
+        )  # fmt: skip
+    _print_fit("fit", outcome, as_json)
+
+
+@app.command()
+def resume(run: Annotated[Path, typer.Argument(help="a run directory holding checkpoint.safetensors")], as_json: Json = False) -> None:
+    """Continue an interrupted fit from its last checkpoint, with the options that started it."""
+    with _say_how_to_resume():
+        outcome = api.resume(run)
+    _print_fit("resume", outcome, as_json)
+
+
+@contextmanager
+def _say_how_to_resume() -> Iterator[None]:
+    """Ctrl-C in training: print the one line that says how to continue, and exit 130.
+
+    typer turns a KeyboardInterrupt into a silent exit 130 before :func:`main` could see it, so the
+    message of :class:`Interrupted` is printed here.
+    """
+    try:
+        yield
+    except Interrupted as exc:
+        stderr.print(escape(str(exc)))
+        raise typer.Exit(130) from None
+
+
+def _print_fit(command: str, outcome: api.FitOutcome, as_json: bool) -> None:
+    if as_json:
+        _emit_json(outcome.to_dict())
+    else:
+        stdout.print(_table(f"graft {command} -> {outcome.run_dir}", [outcome.to_dict()], COMPARE_COLUMNS))
+
+
+@app.command()
+def pretrain(
+    data: Data,
+    classes: Classes = None,
+    out: Out = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    batch_size: Batch = None,
+    augment: Augment = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
+) -> None:
+    """Train graft's small CNN from scratch, to use later as a source model (--backbone RUN_DIR)."""
+    from graft.experiments import PRETRAIN
+
+    settings = _settings(PRETRAIN, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers)
+    with _say_how_to_resume():
+        outcome = api.fit(data, classes=classes, backbone="smallcnn", strategy="scratch", out=out, settings=settings, overwrite=overwrite)
+    if as_json:
+        _emit_json(outcome.to_dict())
+    else:
+        stdout.print(_table(f"graft pretrain -> {outcome.run_dir}", [outcome.to_dict()], COMPARE_COLUMNS))
+
+
+@app.command()
+def compare(
+    data: Data,
+    classes: Classes = None,
+    backbone: Backbone = DEFAULT_BACKBONE,
+    strategies: Annotated[str, typer.Option(help=f"comma-separated: {STRATEGY_HELP}")] = "frozen,full,scratch",
+    weights: Weights = None,
+    layer: Layer = None,
+    unfreeze: Unfreeze = None,
+    freeze_first: FreezeFirst = None,
+    out: Out = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    batch_size: Batch = None,
+    augment: Augment = None,
+    head: Head = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    per_class: PerClass = None,
+    overwrite: Overwrite = False,
+    report: Report = True,
+    tensorboard: TensorBoard = False,
+    as_json: Json = False,
+) -> None:
+    """Run several strategies on the same split and print one table."""
+    from graft.compare import compare as run_compare
+
+    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class)
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    options = {"unfreeze": unfreeze, "freeze_first": freeze_first}
+    rows = run_compare(
+        data, names, classes=classes, backbone=backbone, out=out, settings=settings, overwrite=overwrite,
+        weights=weights, layer=layer, strategy_options=options, report=report, tensorboard=tensorboard,
+    )  # fmt: skip
+    if as_json:
+        _emit_json([{k: row[k] for k in COMPARE_COLUMNS} for row in rows])
+    else:
+        stdout.print(_table(f"graft compare: {data} {classes or ''}".strip(), rows, COMPARE_COLUMNS))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="a run directory")],
+    data: Data,
+    classes: Classes = None,
+    part: Annotated[str, typer.Option(help="auto (the run's test split if DATA is its data set), test or all")] = "auto",
+    as_json: Json = False,
+) -> None:
+    """Accuracy, per-class precision/recall and the confusion matrix of a saved run."""
+    result = api.evaluate(run, data, classes, part)
+    if as_json:
+        _emit_json(result)
+        return
+    stdout.print(f"{result['run_dir']}: accuracy {result['accuracy']:.2%}, loss {result['loss']:.4f} on {result['images']} images ({result['part']})")
+    stdout.print(_table("per class", result["per_class"], ["class", "precision", "recall", "support"]))
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for name in result["classes"]:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(result["classes"], result["confusion_matrix"], strict=True):
+        matrix.add_row(name, *map(str, row))
+    stdout.print(matrix)
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="a run directory")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="image files or folders")] = None,
+    from_list: Annotated[Path | None, typer.Option("--from-list", help="a file with one image path a line ('-': stdin); relative to its folder")] = None,
+    top_k: Annotated[int, typer.Option(help="how many labels to list per image")] = 3,
+    threshold: Annotated[float | None, typer.Option(help="flag images whose top probability is below this (column low_confidence)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="table, csv or json (default: --output's suffix, else table)")] = None,
+    output: Annotated[Path | None, typer.Option(help="write the csv or json to this file instead of stdout")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
+) -> None:
+    """Label images with a saved run: a table, or CSV/JSON with the top-k labels and probabilities."""
+    from graft.predictions import output_format, read_list, to_csv, to_json
+    from graft.rundir import write_text
+
+    fmt = output_format(fmt, output, as_json)
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise GraftError(f"--threshold {threshold} is not a probability; give a value between 0 and 1")
+    inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]
+    if not inputs:
+        raise GraftError("no images given; name image files or folders, or pass --from-list FILE")
+    rows = api.predict(run, inputs, top_k, threshold)
+    if fmt == "table":
+        columns = ["path", "label", "probability", *(["low_confidence"] if threshold is not None else [])]
+        stdout.print(_table(f"graft predict ({run})", rows, columns))
+        return
+    text = to_csv(rows) if fmt == "csv" else to_json(rows)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_text(output, text)
+        stderr.print(f"{len(rows)} predictions -> {output}")
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="a run, comparison or experiment directory")],
+    tensorboard: TensorBoard = False,
+) -> None:
+    """Write report.html into a run, comparison or experiment directory: one page that opens offline."""
+    from graft.report import tensorboard_events, write_report
+
+    if tensorboard:
+        for events in tensorboard_events(folder):
+            stderr.print(f"TensorBoard events: {events}")
+    stdout.print(str(write_report(folder)))
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="a run directory")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="folder to write (default: RUN/export)")] = None,
+    as_json: Json = False,
+) -> None:
+    """Write the run's model as ONNX or TorchScript, with preprocessing.json, to use without graft."""
+    from graft.export import export as run_export
+
+    written = run_export(run, fmt, out)
+    if as_json:
+        _emit_json(written)
+    else:
+        stdout.print(f"{written['model']}\n{written['preprocessing']}")
+
+
+@app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(help="split-digits, split-fashion or devanagari")],
+    out: Out = None,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
+) -> None:
+    """Run a reference experiment end to end and print its comparison table."""
+    from graft.experiments import EXPERIMENTS
+
+    if name not in EXPERIMENTS:
+        raise GraftError(f"unknown experiment '{name}'; choose from {', '.join(EXPERIMENTS)}")
+    folder = out or Path("runs") / name
+    result = EXPERIMENTS[name](folder, overwrite)
+    from graft.report import after_experiment
+
+    after_experiment(folder)
+    if as_json:
+        _emit_json(result)
+        return
+    source = result["source"]
+    stdout.print(f"source model: {source['test_accuracy']:.2%} test accuracy, {source['train_seconds']:.0f}s, {source['epochs']} epochs -> {source['run_dir']}")
+    stdout.print(_table(f"graft experiment {name}", result["target"], result.get("columns", COMPARE_COLUMNS)))
+
+
+@app.command()
+def advise(
+    data: Data,
+    backbones: Annotated[str, typer.Option(help="comma-separated candidates: timm model names, smallcnn, graft run directories")],
+    classes: Classes = None,
+    max_images: Annotated[int, typer.Option(help="training images sampled (stratified) to score the candidates")] = 1000,
+    seed: Seed = None,
+    run: Annotated[bool, typer.Option("--run", help="then train the recommendation (graft fit)")] = False,
+    as_json: Json = False,
+) -> None:
+    """Score backbones and cut points on your images (LogME, linear probe) and recommend what to train."""
+    from graft.advise import advise as run_advise
+    from graft.advise import fit_command, run_recommendation
+
+    names = [b.strip() for b in backbones.split(",") if b.strip()]
+    advice = run_advise(data, names, classes=classes, max_images=max_images, seed=seed or 0)
+    result = advice.to_dict()
+    if run:
+        result["run"] = run_recommendation(advice, seed=seed or 0).to_dict()
+    if as_json:
+        _emit_json(result)
+        return
+    sizes = result["data"]
+    stdout.print(f"{data}: {sizes['images']:,} images in {len(sizes['classes'])} classes; scored on {sizes['sampled_images']:,} of {sizes['train_images']:,} training images")
+    stdout.print(_table("images per class", [{"class": c, "images": n} for c, n in sizes["images_per_class"].items()], ["class", "images"]))
+    rows = [{**r, "layer": "output" if r["layer"] is None else f"layer {r['layer']}", "logme": r["score"]} for r in result["candidates"]]
+    stdout.print(_table("candidates (LogME: higher is better)", rows, ["backbone", "layer", "dims", "logme", "probe_accuracy"]))
+    stdout.print(_table("similarity to the source (output layer's share of the best cut's probe accuracy)", [{"backbone": k, "similarity": "random weights, no source" if v is None else v} for k, v in result["similarity"].items()], ["backbone", "similarity"]))
+    rec = result["recommendation"]
+    stdout.print(f"[bold]recommendation[/]: {escape(' '.join(fit_command(advice)))}")
+    stdout.print(f"why: {escape(rec['reason'])}")
+    stdout.print(f"how sure: {escape(rec['confidence']['summary'])}")
+    if run:
+        stdout.print(_table(f"graft fit -> {result['run']['run_dir']}", [result["run"]], COMPARE_COLUMNS))
+
+
+@app.command()
+def datasets() -> None:
+    """The built-in data sets, where they come from and their licences."""
+    from graft.data.builtin import BUILTIN
+
+    columns = ["name", "description", "size", "classes", "source", "license"]
+    stdout.print(_table("built-in data sets", [{c: getattr(d, c) for c in columns} for d in BUILTIN.values()], columns))
+
+
+@app.command()
+def backbones(
+    pretrained_only: Annotated[bool, typer.Option("--pretrained-only", help="only backbones with pretrained weights to be had")] = False,
+    as_json: Json = False,
+) -> None:
+    """What can be used as --backbone, and where its weights come from (offline first)."""
+    from graft.backbones.catalog import list_backbones
+
+    rows = list_backbones(pretrained_only)
+    if as_json:
+        _emit_json(rows)
+        return
+    stdout.print(_table("backbones (any timm name; a graft run directory works too)", rows, ["name", "weights"]))
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except GraftError as exc:
+        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The strategy interface: which parameters train, at which learning rate, in which phases.
+
+A strategy never runs a training loop. It answers two questions the trainer asks: ``prepare`` (change
+the model before training, e.g. re-initialise it) and ``phases`` (one or more stretches of training,
+each with its optimizer parameter groups). Every parameter not in a phase's groups is frozen for that
+phase, and BatchNorm layers whose parameters are all frozen stay in inference mode, so a strategy cannot
+leave a layer half-frozen by mistake.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import nn
+
+from graft.model import GraftModel
+from graft.train.settings import TrainSettings
+
+
+@dataclass
+class Phase:
+    """A stretch of training: ``groups`` are torch optimizer parameter groups (``params`` and ``lr``).
+
+    ``cached`` asks for the head to train on cached bottleneck features even when augmentation is on
+    (the ``features`` strategy); a frozen backbone without augmentation uses the cache anyway.
+    """
+
+    name: str
+    groups: list[dict[str, Any]]
+    epochs: int
+    cached: bool = False
+
+
+class Strategy(ABC):
+    """Base class: subclasses set ``name`` and ``summary`` and implement :meth:`phases`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    def options(self) -> dict[str, Any]:
+        """The strategy's own settings, saved in the run config (empty for most)."""
+        return {}
+
+    def prepare(self, model: GraftModel) -> None:
+        """Change the model before training; most strategies keep the transferred weights as they are."""
+
+    @abstractmethod
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        """The training phases, in order."""
+
+
+def group(modules: Iterable[nn.Module], lr: float) -> dict[str, Any]:
+    """One optimizer parameter group holding every parameter of ``modules``."""
+    return {"params": [p for m in modules for p in m.parameters()], "lr": lr}

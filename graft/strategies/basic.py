@@ -1,0 +1,40 @@
+"""The three strategies every comparison starts from: frozen base, full fine-tuning, and from scratch."""
+
+from graft.backbones import build_backbone
+from graft.model import GraftModel
+from graft.strategies.base import Phase, Strategy, group
+from graft.train.settings import TrainSettings
+
+
+class Frozen(Strategy):
+    """Keep the whole backbone fixed (BatchNorm in inference mode) and train only the new head."""
+
+    name = "frozen"
+    summary = "frozen backbone, new head trained"
+
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        return [Phase("head", [group([model.head], settings.lr)], settings.epochs)]
+
+
+class Full(Strategy):
+    """Train every layer; the backbone at ``lr * backbone_lr_scale`` so its transferred features survive."""
+
+    name = "full"
+    summary = "every layer trained, backbone at a lower learning rate"
+
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        groups = [group([model.backbone], settings.lr * settings.backbone_lr_scale), group([model.head], settings.lr)]
+        return [Phase("all", groups, settings.epochs)]
+
+
+class Scratch(Strategy):
+    """The same architecture from random weights: the baseline that shows what transfer buys."""
+
+    name = "scratch"
+    summary = "same architecture, random weights, trained from scratch"
+
+    def prepare(self, model: GraftModel) -> None:
+        model.backbone = build_backbone(model.backbone.spec)
+
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        return [Phase("all", [group([model.backbone, model.head], settings.lr)], settings.epochs)]

@@ -1,0 +1,83 @@
+"""Transfer strategies beyond the basic three: bottleneck features, partial fine-tuning, LP-FT."""
+
+from typing import Any
+
+from torch import nn
+
+from graft.errors import GraftError
+from graft.model import GraftModel
+from graft.strategies.base import Phase, Strategy, group
+from graft.train.settings import TrainSettings
+
+
+class Features(Strategy):
+    """Bottleneck features: run the frozen backbone once per image (cached on disk), train the head on them.
+
+    Augmentation is ignored by design: the point is to never run the backbone twice on an image, so a
+    second run, or another strategy on the same images, reuses the cached features.
+    """
+
+    name = "features"
+    summary = "cached bottleneck features, head trained on them"
+
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        return [Phase("head", [group([model.head], settings.lr)], settings.epochs, cached=True)]
+
+
+def parameterised_layers(module: nn.Module) -> list[nn.Module]:
+    """The "layers" ``--freeze-first`` counts: modules that own parameters directly (convolutions,
+    BatchNorms, linears...), in definition order, which for timm's CNNs is forward order."""
+    return [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+class Finetune(Strategy):
+    """Train the last ``unfreeze`` blocks of the backbone (timm's stages), or all but the first
+    ``freeze_first`` parameterised layers, plus the head; the backbone at ``lr * backbone_lr_scale``.
+
+    Frozen parts keep BatchNorm in inference mode (the trainer sees to it), so their statistics stay.
+    """
+
+    name = "finetune"
+    summary = "last N blocks (--unfreeze) or all but the first K layers (--freeze-first) trained"
+
+    def __init__(self, unfreeze: int | None = None, freeze_first: int | None = None):
+        if unfreeze is not None and freeze_first is not None:
+            raise GraftError("give either --unfreeze N (last N blocks train) or --freeze-first K (first K layers frozen), not both")
+        if unfreeze is None and freeze_first is None:
+            unfreeze = 1
+        if (unfreeze is not None and unfreeze < 1) or (freeze_first is not None and freeze_first < 0):
+            raise GraftError(f"--unfreeze must be at least 1 and --freeze-first at least 0 (got {unfreeze if freeze_first is None else freeze_first})")
+        self.unfreeze, self.freeze_first = unfreeze, freeze_first
+
+    def options(self) -> dict[str, Any]:
+        return {"unfreeze": self.unfreeze, "freeze_first": self.freeze_first}
+
+    def trainable_backbone(self, model: GraftModel) -> list[nn.Module]:
+        if self.unfreeze is not None:
+            blocks = model.backbone.blocks()
+            if self.unfreeze > len(blocks):
+                raise GraftError(f"--unfreeze {self.unfreeze} is more than the backbone's {len(blocks)} blocks; use --unfreeze {len(blocks)} or the 'full' strategy")
+            return blocks[-self.unfreeze :]
+        layers = parameterised_layers(model.backbone)
+        if self.freeze_first >= len(layers):
+            raise GraftError(f"--freeze-first {self.freeze_first} freezes every layer: this backbone has {len(layers)} layers with parameters; give fewer, or use 'frozen'")
+        return layers[self.freeze_first :]
+
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        groups = [group(self.trainable_backbone(model), settings.lr * settings.backbone_lr_scale), group([model.head], settings.lr)]
+        return [Phase("finetune", groups, settings.epochs)]
+
+
+class LinearProbeFinetune(Strategy):
+    """LP-FT (Kumar et al., 2022): a linear probe on cached features first, then every layer fine-tuned
+    from that head at the backbone's low learning rate, so a random head never distorts the features."""
+
+    name = "lpft"
+    summary = "linear probe on cached features, then full fine-tuning at a low learning rate"
+
+    def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
+        low = settings.lr * settings.backbone_lr_scale
+        return [
+            Phase("probe", [group([model.head], settings.lr)], settings.epochs, cached=True),
+            Phase("finetune", [group([model.backbone], low), group([model.head], low)], settings.epochs),
+        ]

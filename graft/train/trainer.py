@@ -1,0 +1,265 @@
+"""The trainer: runs a strategy's phases on a split, with early stopping and per-epoch metrics.
+
+It knows nothing about particular strategies. For each phase it freezes every parameter outside the
+phase's groups, keeps frozen BatchNorm layers in inference mode, and, when the backbone is frozen and the
+training images are not augmented, runs the backbone once per image and trains the head on the features.
+"""
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from graft import features
+from graft.console import track
+from graft.data.loader import make_loader
+from graft.data.split import Split
+from graft.errors import GraftError
+from graft.model import GraftModel
+from graft.strategies.base import Phase, Strategy
+from graft.train.checkpoint import save_checkpoint
+from graft.train.loop import EpochStats, evaluate_logits, predict_logits, train_epoch
+from graft.train.settings import TrainSettings
+
+MIN_SCHEDULE_STEPS = 20
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels: same seed, same run on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def apply_freezing(model: GraftModel, phase: Phase) -> None:
+    """Make exactly the phase's parameters trainable; put layers with nothing to train in eval mode.
+
+    Frozen BatchNorm layers must not update their running statistics (Keras' ``training=False``), and
+    frozen dropout must not drop: any backbone stage, and any BatchNorm layer, with no trainable
+    parameter runs in inference mode while the rest of the model trains.
+    """
+    trainable = {id(p) for g in phase.groups for p in g["params"]}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    model.train()
+    for stage in model.backbone.blocks():
+        if not any(p.requires_grad for p in stage.parameters()):
+            stage.eval()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    train_seconds: float
+    trainable_params: int = 0  # parameters trained in at least one phase
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """Where training stands: all a checkpoint needs, beside the model, optimizer, scheduler and RNGs."""
+
+    phase: int = 0  # index into the strategy's phases
+    epoch: int = 0  # epochs finished in that phase
+    best_loss: float = float("inf")
+    best_state: dict[str, torch.Tensor] | None = None
+    stale: int = 0  # epochs since the validation loss last improved
+    seconds: float = 0.0  # training time before this process (a resumed run adds its earlier time)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_phase(self) -> None:
+        self.phase, self.epoch, self.best_loss, self.best_state, self.stale = self.phase + 1, 0, float("inf"), None, 0
+
+
+def rng_states() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def misfit(exc: Exception) -> GraftError:
+    """A checkpoint whose contents do not fit the model or optimizer the run's arguments build."""
+    return GraftError(f"the checkpoint does not fit this run ({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); start the run again")
+
+
+def epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a function of where training is, not of how it got there.
+
+    A long-lived shuffle generator would have to be saved and restored mid-stream; deriving each
+    epoch's order from ``(seed, phase, epoch)`` makes a resumed epoch see exactly the batches the
+    uninterrupted run saw.
+    """
+    return int(np.random.SeedSequence([seed, phase, epoch]).generate_state(1)[0])
+
+
+def reshuffle(loader: DataLoader, seed: int) -> None:
+    """Seed ``loader``'s order for the coming epoch (its sampler's generator, or the distributed sampler)."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(seed)
+    elif loader.generator is not None:
+        loader.generator.manual_seed(seed)
+
+
+class Trainer:
+    """Fits a model with a strategy; writes one JSON line per epoch to ``metrics_path`` if given.
+
+    With ``checkpoint_path`` it saves everything needed to continue after every epoch (with ``request``,
+    the arguments that started the run, so ``graft resume`` can repeat them); ``fit(..., resume=state)``
+    continues from such a checkpoint and ends with the same weights as a run that was never stopped.
+    """
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        metrics_path: Path | None = None,
+        log: Callable[[str], None] | None = None,
+        checkpoint_path: Path | None = None,
+        request: dict[str, Any] | None = None,
+    ):
+        self.settings = settings
+        self.metrics_path = metrics_path
+        self.log = log or (lambda message: None)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.checkpoint_path = checkpoint_path
+        self.request = request or {}
+
+    def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> FitResult:
+        start = time.perf_counter()
+        strategy.prepare(model)
+        phases = strategy.phases(model, self.settings)
+        trained = {id(p): p.numel() for phase in phases for g in phase.groups for p in g["params"]}
+        self._phase_names = [phase.name for phase in phases]
+        progress = Progress()
+        if resume is not None:
+            progress = self._restore(model, resume, phases)
+        while progress.phase < len(phases):
+            self._run_phase(model, phases[progress.phase], split, strategy.name, progress, resume, start)
+            resume = None  # the optimizer and scheduler state belong to the checkpoint's phase only
+            progress.next_phase()
+        model.eval()
+        history = progress.history
+        return FitResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history)
+
+    def _restore(self, model: GraftModel, state: dict[str, Any], phases: list[Phase]) -> Progress:
+        """Model weights, RNG states and progress from a checkpoint; metrics.jsonl rewritten to match it."""
+        names = [phase.name for phase in phases]
+        if state.get("phases") != names:
+            raise GraftError(f"the checkpoint was made with phases {state.get('phases')}, this strategy has {names}; start the run again")
+        try:
+            model.load_state_dict(state["model"])
+            set_rng_states(state["rng"])
+            progress = Progress(**state["progress"])
+            if not 0 <= progress.phase < len(names):
+                raise ValueError(f"phase {progress.phase} of {len(names)}")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise misfit(exc) from exc
+        self.log(f"resuming {names[progress.phase]} phase after epoch {progress.epoch} ({len(progress.history)} epochs done)")
+        if self.metrics_path is not None:  # a crash between checkpoint and metrics line must not leave a gap
+            self.metrics_path.write_text("".join(json.dumps(record) + "\n" for record in progress.history))
+        return progress
+
+    def _loaders(self, model: GraftModel, split: Split, phase: Phase) -> tuple[nn.Module, DataLoader, DataLoader]:
+        """The module to step and its train/val batches: the head on cached features, or the whole model."""
+        s, pre, root = self.settings, model.backbone.preprocessing, Path(split.root)
+        apply_freezing(model, phase)
+        if not model.backbone_trains() and (s.augment == "none" or phase.cached):
+            cache = features.FeatureCache(model.backbone)
+            parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
+            self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
+            generator = torch.Generator().manual_seed(s.seed)
+            train = DataLoader(parts[0], batch_size=s.batch_size, shuffle=True, generator=generator)
+            return model.head, train, DataLoader(parts[1], batch_size=s.batch_size)
+        train = make_loader(root, split.train, pre, batch_size=s.batch_size, augment=s.augment, shuffle=True, seed=s.seed, workers=s.workers)
+        val = make_loader(root, split.val, pre, batch_size=s.batch_size, workers=s.workers)
+        return model, train, val
+
+    def _run_phase(
+        self, model: GraftModel, phase: Phase, split: Split, strategy: str, progress: Progress, resume: dict[str, Any] | None, start: float
+    ) -> None:
+        s = self.settings
+        module, train, val = self._loaders(model, split, phase)
+        optimizer = torch.optim.AdamW(phase.groups, weight_decay=s.weight_decay)
+        # OneCycleLR divides by its warm-up length, which rounds to zero under 20 steps: a phase that
+        # short simply stops part-way down the annealing curve.
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in phase.groups], total_steps=max(phase.epochs * len(train), MIN_SCHEDULE_STEPS), pct_start=0.1
+        )
+        if resume is not None:
+            try:
+                optimizer.load_state_dict(resume["optimizer"])
+                scheduler.load_state_dict(resume["scheduler"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise misfit(exc) from exc
+        while progress.epoch < phase.epochs and progress.stale < s.patience:
+            tick, epoch = time.perf_counter(), progress.epoch + 1
+            reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
+            module.train() if module is not model else apply_freezing(model, phase)
+            batches = track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train))
+            stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn)
+            val_stats = evaluate_logits(*predict_logits(module, val), self.loss_fn)
+            record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
+            progress.epoch = epoch
+            progress.history.append(record)
+            if val_stats.loss < progress.best_loss - 1e-6:
+                progress.best_loss, progress.best_state, progress.stale = val_stats.loss, copy.deepcopy(model.state_dict()), 0
+            else:
+                progress.stale += 1
+            if progress.stale >= s.patience:
+                self.log(f"{strategy}/{phase.name}: validation loss has not improved for {progress.stale} epochs; stopping early")
+            self._checkpoint(model, optimizer, scheduler, progress, start)
+            if self.metrics_path is not None:  # after the checkpoint: a metrics line means its epoch is saved
+                with self.metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+        if progress.best_state is not None:
+            model.load_state_dict(progress.best_state)
+
+    def _checkpoint(
+        self, model: GraftModel, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, start: float
+    ) -> None:
+        if self.checkpoint_path is None:
+            return
+        saved = {**vars(progress), "seconds": progress.seconds + time.perf_counter() - start}
+        state = {
+            "request": self.request,
+            "phases": self._phase_names,
+            "progress": saved,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_states(),
+        }
+        save_checkpoint(self.checkpoint_path, state)
+
+    def _record(self, strategy: str, phase: Phase, epoch: int, train: EpochStats, val: EpochStats, seconds: float) -> dict[str, Any]:
+        record = {
+            "strategy": strategy,
+            "phase": phase.name,
+            "epoch": epoch,
+            "train_loss": round(train.loss, 6),
+            "train_accuracy": round(train.accuracy, 6),
+            "val_loss": round(val.loss, 6),
+            "val_accuracy": round(val.accuracy, 6),
+            "seconds": round(seconds, 3),
+        }
+        self.log(
+            f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}: train loss {train.loss:.4f} acc {train.accuracy:.2%} · "
+            f"val loss {val.loss:.4f} acc {val.accuracy:.2%} · {seconds:.1f}s"
+        )
+        return record

@@ -1,0 +1,86 @@
+"""Run directories: save -> load -> predict gives the same outputs, and damaged runs fail cleanly."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from graft import api
+from graft.errors import GraftError
+from graft.rundir import CONFIG, WEIGHTS, load_run
+from graft.train.settings import TrainSettings
+
+
+@pytest.fixture
+def run(shapes: Path, tmp_path: Path) -> Path:
+    api.fit(str(shapes), backbone="smallcnn", strategy="scratch", out=tmp_path / "run", settings=TrainSettings(epochs=2, batch_size=16))
+    return tmp_path / "run"
+
+
+def test_save_load_predict_gives_the_same_outputs(run: Path, shapes: Path) -> None:
+    loaded = load_run(run)
+    files = sorted((shapes / "ring").glob("*.png"))[:5]
+    first = api.predict(run, files)
+    again = api.predict(run, files)
+    assert first == again
+    assert [r["path"] for r in first] == [str(f) for f in files]
+    assert all(abs(sum(t["probability"] for t in r["top"]) - 1) < 1e-4 for r in first)  # 3 classes, top-3
+    config = json.loads((run / CONFIG).read_text())
+    assert config["classes"] == ["bar", "cross", "ring"] and config["strategy"]["name"] == "scratch"
+    assert loaded.preprocessing.input_size == (1, 28, 28)
+    assert {"train", "val", "test"} <= set(json.loads((run / "split.json").read_text()))
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and {"train_loss", "val_loss", "val_accuracy"} <= set(metrics[0])
+
+
+def test_evaluate_uses_the_runs_own_test_split(run: Path, shapes: Path) -> None:
+    result = api.evaluate(run, str(shapes))
+    assert result["part"] == "test" and result["images"] == 12
+    assert sum(map(sum, result["confusion_matrix"])) == 12
+    assert result["accuracy"] == pytest.approx(sum(result["confusion_matrix"][i][i] for i in range(3)) / 12)
+    assert api.evaluate(run, str(shapes), part="all")["images"] == 60
+
+
+def test_evaluate_refuses_data_with_other_classes(run: Path, shapes: Path) -> None:
+    with pytest.raises(GraftError, match="trained on classes bar, cross, ring but the data has bar, ring"):
+        api.evaluate(run, str(shapes), classes="bar,ring")
+
+
+def test_run_from_another_format_version(run: Path) -> None:
+    config = json.loads((run / CONFIG).read_text())
+    (run / CONFIG).write_text(json.dumps({**config, "format_version": 99}))
+    with pytest.raises(GraftError, match="run format 99"):
+        load_run(run)
+
+
+def test_missing_and_mismatched_weights(run: Path) -> None:
+    weights = (run / WEIGHTS).read_bytes()
+    (run / WEIGHTS).unlink()
+    with pytest.raises(GraftError, match="is missing"):
+        load_run(run)
+    (run / WEIGHTS).write_bytes(weights)
+    config = json.loads((run / CONFIG).read_text())
+    config["backbone"]["widths"] = [8, 8, 8]
+    (run / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(GraftError, match="do not fit the architecture"):
+        load_run(run)
+    config["head"]["num_classes"] = 5  # refused before any model is built
+    (run / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(GraftError, match="does not describe a head for 3 classes"):
+        load_run(run)
+
+
+def test_existing_run_is_never_overwritten_silently(run: Path, shapes: Path) -> None:
+    with pytest.raises(GraftError, match="already exists"):
+        api.fit(str(shapes), out=run)
+    load_run(run)
+
+
+def test_backbone_from_a_run_keeps_its_trained_weights(run: Path) -> None:
+    from graft.backbones import create_backbone
+
+    source = load_run(run).model.backbone.state_dict()
+    transferred = create_backbone(str(run))
+    assert all(torch.equal(v, source[k]) for k, v in transferred.state_dict().items())
+    assert transferred.spec["weights"].startswith("run:")
