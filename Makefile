@@ -1,4 +1,5 @@
-# make demo: the main job end to end; make test: the whole suite. Both create .venv on first use.
+# make demo: the main job end to end; make test: the whole suite; make bench: speed against hand-written
+# timm and ONNX Runtime (writes benchmarks/results.json). All create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -4,7 +4,7 @@
 
 1. Images per second of feature extraction (inference mode, batch 32, 224x224, random weights: speed does
    not depend on the values) for resnet50 and tf_efficientnet_lite0: the network alone on ready tensors,
-   and end to end through graft's loader (JPEG decode, resize, crop, normalise) and ``extract``.
+   and end to end through graft's loader (JPEG decode, resize, crop, normalise) and ``forward_all``.
 2. Training a head for ``--epochs`` epochs on the ``photos`` crops: on cached features (one backbone pass,
    then epochs over tensors) against recomputing the frozen backbone every epoch (the ``frozen`` strategy
    with augmentation, which has to). Both in this one process, one after the other, same split.
@@ -46,7 +46,7 @@ def main() -> None:
     from graft.data.folder import load_image_set
     from graft.data.loader import make_loader
     from graft.data.split import make_split
-    from graft.features import extract
+    from graft.inference import forward_all
     from graft.model import GraftModel
     from graft.strategies import get_strategy
     from graft.train.settings import TrainSettings
@@ -69,7 +69,7 @@ def main() -> None:
         net = throughput(backbone, args.images, 32)
         loader = make_loader(subset, images.samples, backbone.preprocessing, batch_size=32)
         start = time.perf_counter()
-        extract(backbone, loader)
+        forward_all(backbone, loader)
         end_to_end = len(images.samples) / (time.perf_counter() - start)
         speed.add_row(name, f"{net:.1f}", f"{end_to_end:.1f}")
     console.print(speed)

@@ -42,7 +42,8 @@ from graft.console import log
 from graft.data.loader import make_loader
 from graft.data.split import Split, make_split
 from graft.errors import GraftError
-from graft.features import cached_features, extract
+from graft.features import cached_features
+from graft.inference import forward_all
 from graft.train.settings import TrainSettings
 from graft.transferability import logme, probe_accuracy
 
@@ -109,7 +110,7 @@ def _pooled(output: torch.Tensor) -> torch.Tensor:
     return output.flatten(1)
 
 
-def stage_features(backbone: Backbone, loader: torch.utils.data.DataLoader) -> dict[int, np.ndarray]:
+def stage_features(backbone: Backbone, loader: torch.utils.data.DataLoader, precision: str = "auto") -> dict[int, np.ndarray]:
     """Each stage's output but the last, globally pooled, from one pass (forward hooks on ``blocks()``).
 
     For backbones that ``graft fit --layer`` cannot cut (graft's small CNN and runs made from it): these
@@ -120,7 +121,7 @@ def stage_features(backbone: Backbone, loader: torch.utils.data.DataLoader) -> d
     collected: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(stages))}
     hooks = [stage.register_forward_hook(lambda _m, _i, out, k=k: collected[k].append(_pooled(out).float())) for k, stage in enumerate(stages)]
     try:
-        extract(backbone, loader)
+        forward_all(backbone, loader, precision)
     finally:
         for hook in hooks:
             hook.remove()

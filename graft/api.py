@@ -24,11 +24,11 @@ from graft.data.images import is_image_file
 from graft.data.loader import make_loader
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.errors import GraftError, Interrupted
+from graft.inference import forward_all, resolve
 from graft.model import GraftModel
 from graft.rundir import METRICS, RESULT, Run, load_run, save_run, write_json
 from graft.strategies import get_strategy
 from graft.train.checkpoint import CHECKPOINT, load_checkpoint
-from graft.train.loop import predict_logits
 from graft.train.settings import TrainSettings
 from graft.train.trainer import Trainer, seed_everything
 
@@ -128,6 +128,7 @@ def fit(
     ``report.html`` and ``tensorboard`` TensorBoard event files into the run once it is saved.
     """
     settings = settings or TrainSettings()
+    resolve(settings.precision)  # an unknown precision is an error before any work, not after the data scan
     strat = get_strategy(strategy, **(strategy_options or {}))
     request = {
         "data": data,
@@ -173,7 +174,7 @@ def fit(
         "data": {"source": data, "classes": classes},
     }
     save_run(out, model, config)
-    logits, labels = _logits(model, split.root, split.test)
+    logits, labels = _logits(model, split.root, split.test, settings.precision)
     outcome = FitOutcome(
         run_dir=str(out),
         strategy=strat.name,
@@ -232,9 +233,9 @@ def resume(run_dir: Path) -> FitOutcome:
     return fit(**args, settings=settings, out=run_dir, resume=True)
 
 
-def _logits(model: GraftModel, root: str | Path, samples: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits(model: GraftModel, root: str | Path, samples: list[tuple[str, int]], precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     loader = make_loader(Path(root), samples, model.backbone.preprocessing, batch_size=EVAL_BATCH)
-    return predict_logits(model, loader)
+    return forward_all(model, loader, precision)
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -252,7 +253,9 @@ def _matching_samples(run: Run, images: ImageSet) -> list[tuple[str, int]]:
     return [(path, order[images.classes[label]]) for path, label in images.samples]
 
 
-def evaluate(run_dir: Path, data: str, classes: str | None = None, part: str = "auto", per_image: bool = False) -> dict[str, Any]:
+def evaluate(
+    run_dir: Path, data: str, classes: str | None = None, part: str = "auto", per_image: bool = False, precision: str = "auto"
+) -> dict[str, Any]:
     """Accuracy, loss, per-class precision/recall and the confusion matrix of a saved run on ``data``.
 
     ``part="auto"`` evaluates on the run's own test split when ``data`` is the data set it was trained on
@@ -268,13 +271,13 @@ def evaluate(run_dir: Path, data: str, classes: str | None = None, part: str = "
     if part != "all" and split_file.is_file():
         split = Split.load(split_file)
         if Path(split.root).resolve() == images.root.resolve():
-            return _score(run, split.root, _test_samples(run, split), "test", per_image)
+            return _score(run, split.root, _test_samples(run, split), "test", per_image, precision)
     if part == "test":
         raise GraftError(f"run {run_dir} has no test split for {data}; use --part all")
-    return _score(run, images.root, samples, "all", per_image)
+    return _score(run, images.root, samples, "all", per_image, precision)
 
 
-def evaluate_test_split(run_dir: Path, per_image: bool = False) -> dict[str, Any]:
+def evaluate_test_split(run_dir: Path, per_image: bool = False, precision: str = "auto") -> dict[str, Any]:
     """:func:`evaluate` on the run's own test split, read from its ``split.json``.
 
     The report takes this path: the data set is not scanned again (a scan decodes every image to find the
@@ -282,7 +285,7 @@ def evaluate_test_split(run_dir: Path, per_image: bool = False) -> dict[str, Any
     """
     run = load_run(run_dir)
     split = Split.load(Path(run_dir) / SPLIT_FILE)
-    return _score(run, split.root, _test_samples(run, split), "test", per_image)
+    return _score(run, split.root, _test_samples(run, split), "test", per_image, precision)
 
 
 def _test_samples(run: Run, split: Split) -> list[tuple[str, int]]:
@@ -290,12 +293,12 @@ def _test_samples(run: Run, split: Split) -> list[tuple[str, int]]:
     return [(p, run.classes.index(split.classes[y])) for p, y in split.test]
 
 
-def _score(run: Run, root: str | Path, samples: list[tuple[str, int]], part: str, per_image: bool) -> dict[str, Any]:
+def _score(run: Run, root: str | Path, samples: list[tuple[str, int]], part: str, per_image: bool, precision: str) -> dict[str, Any]:
     """Accuracy, loss, per-class figures and the confusion matrix of ``run`` on ``samples`` under ``root``."""
     root = Path(root)
-    logits, labels = _logits(run.model, root, samples)
+    logits, labels = _logits(run.model, root, samples, precision)
     predicted = logits.argmax(1).numpy()
-    precision, recall, _, support = precision_recall_fscore_support(labels.numpy(), predicted, labels=range(len(run.classes)), zero_division=0)
+    precisions, recalls, _, support = precision_recall_fscore_support(labels.numpy(), predicted, labels=range(len(run.classes)), zero_division=0)
     result = {
         "run_dir": str(run.path),
         "part": part,
@@ -305,7 +308,7 @@ def _score(run: Run, root: str | Path, samples: list[tuple[str, int]], part: str
         "classes": run.classes,
         "per_class": [
             {"class": c, "precision": float(p), "recall": float(r), "support": int(n)}
-            for c, p, r, n in zip(run.classes, precision, recall, support, strict=True)
+            for c, p, r, n in zip(run.classes, precisions, recalls, support, strict=True)
         ],
         "confusion_matrix": confusion_matrix(labels.numpy(), predicted, labels=range(len(run.classes))).tolist(),
     }
@@ -333,7 +336,9 @@ def image_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def predict(run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float | None = None) -> list[dict[str, Any]]:
+def predict(
+    run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float | None = None, precision: str = "auto"
+) -> list[dict[str, Any]]:
     """Top-``k`` labels with probabilities for each image under ``paths``.
 
     With ``threshold``, each row says whether its top probability falls below it (``low_confidence``),
@@ -341,7 +346,7 @@ def predict(run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float |
     """
     run = load_run(run_dir)
     files = image_files(paths)
-    logits, _ = _logits(run.model, Path("/"), [(str(p.resolve()), 0) for p in files])
+    logits, _ = _logits(run.model, Path("/"), [(str(p.resolve()), 0) for p in files], precision)
     probabilities = logits.softmax(1)
     k = min(top_k, len(run.classes))
     top = probabilities.topk(k, dim=1)

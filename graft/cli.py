@@ -46,6 +46,10 @@ Head = Annotated[str | None, typer.Option(help="linear or mlp")]
 Seed = Annotated[int | None, typer.Option(help="seed for the split, weights and shuffling")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes")]
 PerClass = Annotated[int | None, typer.Option(help="keep at most this many training images a class (validation/test unchanged)")]
+Precision = Annotated[
+    str | None,
+    typer.Option(help="auto (bf16 where the CPU computes it natively, else fp32), bf16 or fp32: the precision of forward passes"),
+]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]
 Report = Annotated[bool, typer.Option(help="write report.html into the run directory when training ends")]
@@ -105,6 +109,7 @@ def fit(
     head: Head = None,
     seed: Seed = None,
     workers: Workers = None,
+    precision: Precision = None,
     per_class: PerClass = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
@@ -114,7 +119,7 @@ def fit(
     as_json: Json = False,
 ) -> None:
     """Graft a new head onto a backbone and train it with one strategy."""
-    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class)
+    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class, precision=precision)
     options = {"unfreeze": unfreeze, "freeze_first": freeze_first}
     with _say_how_to_resume():
         outcome = api.fit(
@@ -164,13 +169,14 @@ def pretrain(
     augment: Augment = None,
     seed: Seed = None,
     workers: Workers = None,
+    precision: Precision = None,
     overwrite: Overwrite = False,
     as_json: Json = False,
 ) -> None:
     """Train graft's small CNN from scratch, to use later as a source model (--backbone RUN_DIR)."""
     from graft.experiments import PRETRAIN
 
-    settings = _settings(PRETRAIN, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers)
+    settings = _settings(PRETRAIN, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision)
     with _say_how_to_resume():
         outcome = api.fit(data, classes=classes, backbone="smallcnn", strategy="scratch", out=out, settings=settings, overwrite=overwrite)
     if as_json:
@@ -197,6 +203,7 @@ def compare(
     head: Head = None,
     seed: Seed = None,
     workers: Workers = None,
+    precision: Precision = None,
     per_class: PerClass = None,
     overwrite: Overwrite = False,
     report: Report = True,
@@ -206,7 +213,7 @@ def compare(
     """Run several strategies on the same split and print one table."""
     from graft.compare import compare as run_compare
 
-    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class)
+    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class, precision=precision)
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     options = {"unfreeze": unfreeze, "freeze_first": freeze_first}
     rows = run_compare(
@@ -225,10 +232,11 @@ def evaluate(
     data: Data,
     classes: Classes = None,
     part: Annotated[str, typer.Option(help="auto (the run's test split if DATA is its data set), test or all")] = "auto",
+    precision: Precision = None,
     as_json: Json = False,
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a saved run."""
-    result = api.evaluate(run, data, classes, part)
+    result = api.evaluate(run, data, classes, part, precision=precision or "auto")
     if as_json:
         _emit_json(result)
         return
@@ -253,6 +261,7 @@ def predict(
     fmt: Annotated[str | None, typer.Option("--format", help="table, csv or json (default: --output's suffix, else table)")] = None,
     output: Annotated[Path | None, typer.Option(help="write the csv or json to this file instead of stdout")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
+    precision: Precision = None,
 ) -> None:
     """Label images with a saved run: a table, or CSV/JSON with the top-k labels and probabilities."""
     from graft.predictions import output_format, read_list, to_csv, to_json
@@ -264,7 +273,7 @@ def predict(
     inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]
     if not inputs:
         raise GraftError("no images given; name image files or folders, or pass --from-list FILE")
-    rows = api.predict(run, inputs, top_k, threshold)
+    rows = api.predict(run, inputs, top_k, threshold, precision or "auto")
     if fmt == "table":
         columns = ["path", "label", "probability", *(["low_confidence"] if threshold is not None else [])]
         stdout.print(_table(f"graft predict ({run})", rows, columns))

@@ -12,7 +12,8 @@ from graft.advise import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_feature
 from graft.backbones import SmallCNN, TimmBackbone, create_backbone
 from graft.data.folder import load_image_set
 from graft.data.loader import make_loader
-from graft.features import FeatureCache, extract
+from graft.features import FeatureCache
+from graft.inference import forward_all
 from tests.test_cli import assert_user_error, graft
 
 SMALL, LARGE = SMALL_PER_CLASS / 2, SMALL_PER_CLASS * 5
@@ -59,7 +60,7 @@ def test_stage_features_are_every_earlier_stage_pooled(shapes: Path) -> None:
     backbone = SmallCNN()
     images = load_image_set(shapes)
     loader = make_loader(shapes, images.samples[:10], backbone.preprocessing, batch_size=4)
-    stages = stage_features(backbone, loader)
+    stages = stage_features(backbone, loader, precision="fp32")  # fp32: compared with plain fp32 below
     assert {k: v.shape for k, v in stages.items()} == {0: (10, 32), 1: (10, 64)}
     batch = torch.stack([loader.dataset[i][0] for i in range(10)])
     with torch.inference_mode():
@@ -76,7 +77,7 @@ def test_cut_features_of_a_timm_model_are_the_cuts_graft_fit_trains_on(shapes: P
     cut = create_backbone("tf_efficientnet_lite0", layer=2)
     assert cuts[2][0].shape == (6, cut.num_features)
     again = make_loader(shapes, samples, cut.preprocessing, batch_size=6)
-    assert np.allclose(cuts[2][0], extract(cut, again)[0].numpy(), atol=1e-4)
+    assert np.allclose(cuts[2][0], forward_all(cut, again)[0].numpy(), atol=1e-4)
     cache = FeatureCache(cut)  # what `graft fit --layer 2 --strategy features` reads: filled by advise
     assert np.allclose(cache.features(shapes, samples)[0].numpy(), cuts[2][0]) and (cache.hits, cache.misses) == (6, 0)
 

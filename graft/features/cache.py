@@ -2,7 +2,8 @@
 
 An entry is one ``.npy`` file (float32, read back with ``allow_pickle=False``) named by the SHA-256 of
 the image file's bytes, in a folder named by everything else that decides the features: the backbone's
-architecture spec (model, layer), a hash of its weights, the preprocessing, and this format's version.
+architecture spec (model, layer), a hash of its weights, the preprocessing, the precision the backbone
+ran in (bf16 features differ from fp32 ones in the third decimal), and this format's version.
 A changed image has a new content hash and is recomputed; a different backbone, weights, layer or
 preprocessing lands in another folder; the same image under another path or data set is a hit.
 Entries are written to a temporary file and renamed into place, so a crash never leaves half an entry.
@@ -22,17 +23,23 @@ import torch
 from graft.backbones.base import Backbone
 from graft.backbones.weights import state_hash
 from graft.data.loader import make_loader
-from graft.features import extract
+from graft.inference import forward_batches, resolve
 from graft.paths import cache_dir
 
 FORMAT = 1
 KEY_FILE = "key.json"
 
 
-def backbone_key(backbone: Backbone) -> dict:
-    """What decides a backbone's features, as JSON: spec without its provenance, weights hash, preprocessing."""
+def backbone_key(backbone: Backbone, precision: str = "auto") -> dict:
+    """What decides a backbone's features, as JSON: spec without its provenance, weights hash, preprocessing, precision."""
     spec = {k: v for k, v in backbone.spec.items() if k != "weights"}  # where weights came from is not what they are
-    return {"format": FORMAT, "spec": spec, "weights_sha256": state_hash(backbone), "preprocessing": backbone.preprocessing.to_dict()}
+    return {
+        "format": FORMAT,
+        "spec": spec,
+        "weights_sha256": state_hash(backbone),
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "precision": resolve(precision),
+    }
 
 
 def file_hash(path: Path) -> str:
@@ -59,12 +66,13 @@ class FeatureCache:
     """The cache folder of one backbone (as it is now: its weights are hashed on creation)."""
 
     backbone: Backbone
+    precision: str = "auto"  # see graft.inference: auto is bf16 on CPUs that compute it natively
     root: Path = field(default_factory=lambda: cache_dir() / "features")
     hits: int = 0
     misses: int = 0
 
     def __post_init__(self) -> None:
-        key = backbone_key(self.backbone)
+        key = backbone_key(self.backbone, self.precision)
         text = json.dumps(key, sort_keys=True)
         self.folder = Path(self.root) / hashlib.sha256(text.encode()).hexdigest()[:24]
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -76,35 +84,49 @@ class FeatureCache:
     def entry(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
 
-    def features(self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features, labels)`` for ``samples`` in order: cached entries read, the rest computed and stored."""
+    def fill(self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0) -> list[str]:
+        """Compute and store the entries ``samples`` lack (or hold damaged); their content digests, in order.
+
+        Holds one batch of features at a time: each entry is on disk before the next batch runs, so memory
+        does not grow with the number of images, and an interrupted pass keeps every finished batch.
+        """
         root = Path(root)
         digests = [file_hash(root / path) for path, _ in samples]
-        found: dict[str, np.ndarray] = {}
-        for digest in set(digests):
-            try:
-                found[digest] = np.load(self.entry(digest), allow_pickle=False)
-            except (FileNotFoundError, ValueError, OSError):
-                pass  # missing or unreadable: compute it again
-        todo = [i for i, d in enumerate(digests) if d not in found]
+        todo = [i for i, d in enumerate(digests) if not self._complete(d)]
         self.hits += len(samples) - len(todo)
         self.misses += len(todo)
         if todo:
             # First occurrence of each missing content only: duplicates are computed once.
             first = list({digests[i]: i for i in reversed(todo)}.values())
             loader = make_loader(root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers)
-            computed, _ = extract(self.backbone, loader)
-            for i, row in zip(first, computed.numpy(), strict=True):
+            rows = (row for outputs, _ in forward_batches(self.backbone, loader, self.precision) for row in outputs.numpy())
+            for i, row in zip(first, rows, strict=True):
                 path = self.entry(digests[i])
                 path.parent.mkdir(exist_ok=True)
                 _write_atomic(path, row)
-                found[digests[i]] = row
+        return digests
+
+    def features(self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, labels)`` for ``samples`` in order: cached entries read, the rest computed and stored."""
+        digests = self.fill(root, samples, batch_size, workers)
+        found = {d: np.load(self.entry(d), allow_pickle=False) for d in set(digests)}
         features = torch.from_numpy(np.stack([found[d] for d in digests])) if samples else torch.empty(0, self.backbone.num_features)
         return features, torch.tensor([label for _, label in samples], dtype=torch.long)
 
+    def _complete(self, digest: str) -> bool:
+        """Whether the entry exists with as many bytes as its header promises (a torn write has fewer)."""
+        try:
+            with self.entry(digest).open("rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(fh)
+                return os.fstat(fh.fileno()).st_size == fh.tell() + int(np.prod(shape)) * dtype.itemsize and not dtype.hasobject
+        except (OSError, ValueError):
+            return False
+
 
 def cached_features(
-    backbone: Backbone, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0
+    backbone: Backbone, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0, precision: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features, labels)`` of ``samples`` (paths relative to ``root``) through the disk cache."""
-    return FeatureCache(backbone).features(root, samples, batch_size, workers)
+    return FeatureCache(backbone, precision).features(root, samples, batch_size, workers)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from graft.inference import autocast, to_channels_last
+
 
 @dataclass
 class EpochStats:
@@ -19,13 +21,19 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
+    precision: str = "auto",
 ) -> EpochStats:
-    """Step the optimizer over every batch; the caller has already set train/eval modes per layer."""
+    """Step the optimizer over every batch; the caller has already set train/eval modes per layer.
+
+    The forward pass and the loss run under ``precision``'s autocast (bf16 matrix products, fp32
+    weights, fp32 optimizer step); see :mod:`graft.inference`.
+    """
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
         targets = torch.as_tensor(targets)
-        logits = module(inputs)
-        loss = loss_fn(logits, targets)
+        with autocast(precision):
+            logits = module(to_channels_last(inputs)).float()
+            loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -34,21 +42,6 @@ def train_epoch(
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
     return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1))
-
-
-@torch.inference_mode()
-def predict_logits(module: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, labels)`` over every batch, with the module in inference mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        logits, labels = [], []
-        for inputs, targets in batches:
-            logits.append(module(inputs).float())
-            labels.append(torch.as_tensor(targets))
-        return torch.cat(logits), torch.cat(labels)
-    finally:
-        module.train(was_training)
 
 
 def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module) -> EpochStats:

@@ -27,7 +27,8 @@ from graft.errors import GraftError
 from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
-from graft.train.loop import EpochStats, evaluate_logits, predict_logits, train_epoch
+from graft.inference import forward_all, prepare
+from graft.train.loop import EpochStats, evaluate_logits, train_epoch
 from graft.train.settings import TrainSettings
 
 MIN_SCHEDULE_STEPS = 20
@@ -142,6 +143,7 @@ class Trainer:
 
     def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> FitResult:
         start = time.perf_counter()
+        prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         strategy.prepare(model)
         phases = strategy.phases(model, self.settings)
         trained = {id(p): p.numel() for phase in phases for g in phase.groups for p in g["params"]}
@@ -180,7 +182,7 @@ class Trainer:
         s, pre, root = self.settings, model.backbone.preprocessing, Path(split.root)
         apply_freezing(model, phase)
         if not model.backbone_trains() and (s.augment == "none" or phase.cached):
-            cache = features.FeatureCache(model.backbone)
+            cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
             generator = torch.Generator().manual_seed(s.seed)
@@ -212,8 +214,8 @@ class Trainer:
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
             module.train() if module is not model else apply_freezing(model, phase)
             batches = track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train))
-            stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn)
-            val_stats = evaluate_logits(*predict_logits(module, val), self.loss_fn)
+            stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn, s.precision)
+            val_stats = evaluate_logits(*forward_all(module, val, s.precision), self.loss_fn)
             record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
             progress.epoch = epoch
             progress.history.append(record)

@@ -1,0 +1,292 @@
+"""graft's forward and training passes against the code a user writes by hand, measured in one run.
+
+    make bench        # = .venv/bin/python benchmarks/bench.py; prints tables, writes benchmarks/results.json
+
+results.json is a list of ``{"name", "value", "unit"}`` objects, with ``"baseline"`` and ``"ratio"`` (value
+over baseline, higher is better) where a baseline applies. Every ratio compares figures taken in this one
+process, one after the other, so a shared machine's load shifts both sides alike (not perfectly: run it on
+a quiet machine for figures to quote). The measurements:
+
+1. ``features/NAME/*``: images/s of feature extraction (pooled pre-logits features, 224x224, batch 32,
+   inference mode) for resnet50, vgg16 and tf_efficientnet_lite0: plain eager fp32 timm (the baseline),
+   ONNX Runtime fp32, and graft's default (:func:`graft.inference.forward_all`), with graft's achieved
+   GFLOP/s as a fraction of the matrix-product peak measured at graft's precision in this run.
+2. ``agreement/NAME/*``: graft's default against fp32 on real images (Fashion-MNIST, or the photos set
+   where the Debian package is missing): cosine similarity of the features, and the difference of a
+   cross-validated linear probe's accuracy. Offline only lite0 has real ImageNet weights; resnet50 and
+   vgg16 run with random weights (speed does not depend on the values; agreement still compares the same
+   network in two precisions).
+3. ``end_to_end/resnet50``: images/s of graft's feature cache filling from image files on disk (file hash,
+   PNG decode, resize, normalise, network, write), against the model-only figure of 1.
+4. ``finetune/lite0``: seconds per epoch of ``finetune --unfreeze 2`` (lite0, ImageNet weights) at
+   graft's default against ``--precision fp32``, and their test accuracies after the same epochs.
+5. ``memory/extract_*``: peak resident memory of a process that fills the feature cache for 10,000 and
+   for 70,000 Fashion-MNIST images with lite0 at 32x32 input (1,280 features an image, 358 MB for 70,000
+   if they were held: the pipeline's memory is measured, at a speed that fits a benchmark run).
+"""
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).with_name("results.json")
+BATCH = 32
+console = Console(stderr=True)
+
+
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096), seconds: float = 2.0) -> float:
+    """GFLOP/s of square matrix products in ``dtype`` (the best size): the ceiling a network can approach."""
+    best = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        best = max(best, images_per_second(lambda: a @ b, 2 * size**3, seconds) / 1e9)  # "images" = FLOPs here
+    return best
+
+
+def flops_per_image(model: torch.nn.Module) -> float:
+    """Floating-point operations of one 224x224 forward pass (2 per multiply-add), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.randn(1, 3, 224, 224))
+    return float(counter.get_total_flops())
+
+
+def images_per_second(run: Callable[[], Any], images: int, seconds: float) -> float:
+    """Calls ``run`` (one batch of ``images``) after a warm-up until ``seconds`` have passed (at least twice)."""
+    run()
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < seconds:
+        run()
+        calls += 1
+    return calls * images / (time.perf_counter() - start)
+
+
+def onnx_session(model: torch.nn.Module, x: torch.Tensor) -> Any:
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (x,), buffer, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    return ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+
+
+class Results:
+    """The rows of results.json, printed as they come."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, name: str, value: float, unit: str, baseline: float | None = None) -> None:
+        row: dict[str, Any] = {"name": name, "value": round(value, 4), "unit": unit}
+        if baseline is not None:
+            row.update(baseline=round(baseline, 4), ratio=round(value / baseline, 3))
+        self.rows.append(row)
+        console.print(f"  {name}: {value:.4g} {unit}" + (f"  ({row['ratio']:.2f}x {baseline:.4g})" if baseline is not None else ""))
+
+    def table(self) -> Table:
+        table = Table(title="make bench")
+        for column in ("name", "value", "unit", "baseline", "ratio"):
+            table.add_column(column, justify="left" if column == "name" else "right")
+        for row in self.rows:
+            table.add_row(row["name"], f"{row['value']:.4g}", row["unit"], f"{row['baseline']:.4g}" if "baseline" in row else "", f"{row['ratio']:.2f}x" if "ratio" in row else "")
+        return table
+
+
+def feature_speed(results: Results, names: list[str], seconds: float) -> None:
+    import timm
+
+    from graft.backbones import TimmBackbone
+    from graft.inference import forward_all, resolve
+
+    precision = resolve("auto")
+    peaks = {name: matmul_peak(dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    for name, value in peaks.items():
+        results.add(f"matmul/{name}_peak", value, "GFLOP/s")
+    peak = peaks[precision]
+    x = torch.randn(BATCH, 3, 224, 224)
+    for name in names:
+        plain = timm.create_model(name, pretrained=False, num_classes=0).eval()  # what a user writes by hand
+        with torch.inference_mode():
+            eager = images_per_second(lambda: plain(x), BATCH, seconds)
+        session = onnx_session(plain, x)
+        ort = images_per_second(lambda: session.run(None, {"x": x.numpy()}), BATCH, seconds)
+        backbone = TimmBackbone(name)  # random weights too: speed does not depend on the values
+        ours = images_per_second(lambda: forward_all(backbone, [(x, torch.zeros(BATCH))]), BATCH, seconds)
+        gflops = flops_per_image(plain) / 1e9
+        results.add(f"features/{name}/gflop_per_image", gflops, "GFLOP")
+        results.add(f"features/{name}/eager_fp32_share_of_fp32_peak", eager * gflops / peaks["fp32"], "fraction")
+        results.add(f"features/{name}/eager_fp32", eager, "images/s")
+        results.add(f"features/{name}/onnxruntime_fp32", ort, "images/s", eager)
+        results.add(f"features/{name}/graft_vs_eager_fp32", ours, "images/s", eager)
+        results.add(f"features/{name}/graft_vs_onnxruntime_fp32", ours, "images/s", ort)
+        results.add(f"features/{name}/graft_share_of_matmul_peak", ours * gflops / peak, "fraction")
+
+
+def real_images(per_class: int) -> tuple[Path, list[tuple[str, int]]]:
+    """``per_class`` images a class of Fashion-MNIST's training part (the photos set without the package)."""
+    from graft.data.builtin import dataset_root
+    from graft.data.folder import load_image_set
+    from graft.data.split import subsample
+    from graft.errors import GraftError
+
+    try:
+        root = dataset_root("fashion")
+    except GraftError:
+        root = dataset_root("photos")
+    images = load_image_set(root)
+    return images.root, subsample(images.samples, per_class, seed=0)
+
+
+def agreement(results: Results, names: list[str], per_class: int) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from graft.backbones import create_backbone
+    from graft.data.loader import make_loader
+    from graft.inference import forward_all
+
+    root, samples = real_images(per_class)
+    for name in names:
+        torch.manual_seed(0)
+        backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+        loader = make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)
+        fp32, labels = forward_all(backbone, loader, "fp32")
+        ours, _ = forward_all(backbone, loader, "auto")
+        cosine = torch.nn.functional.cosine_similarity(fp32, ours)
+        results.add(f"agreement/{name}/feature_cosine_min", cosine.min().item(), "cosine")
+        results.add(f"agreement/{name}/feature_cosine_mean", cosine.mean().item(), "cosine")
+        probe = LogisticRegression(max_iter=2000)
+        scores = [cross_val_score(probe, f.numpy(), labels.numpy(), cv=5).mean() * 100 for f in (fp32, ours)]
+        results.add(f"agreement/{name}/probe_accuracy_fp32", scores[0], "%")
+        results.add(f"agreement/{name}/probe_accuracy_graft", scores[1], "%")
+        results.add(f"agreement/{name}/probe_accuracy_difference", scores[1] - scores[0], "points")
+
+
+def end_to_end(results: Results, name: str, per_class: int, seconds: float) -> None:
+    from graft.backbones import create_backbone
+    from graft.features import FeatureCache
+    from graft.inference import forward_all
+
+    root, samples = real_images(per_class)
+    backbone = create_backbone(name, weights="random")
+    x = torch.randn(BATCH, 3, 224, 224)
+    model_only = images_per_second(lambda: forward_all(backbone, [(x, torch.zeros(BATCH))]), BATCH, seconds)
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        FeatureCache(backbone, root=Path(cache)).fill(root, samples, batch_size=BATCH)
+        files = len(samples) / (time.perf_counter() - start)
+    results.add(f"end_to_end/{name}/from_files_vs_model_only", files, "images/s", model_only)
+
+
+def finetune(results: Results, per_class: int, epochs: int) -> None:
+    from graft.api import _accuracy, _logits
+    from graft.backbones import create_backbone
+    from graft.data.folder import load_image_set
+    from graft.data.split import make_split, subsample
+    from graft.model import GraftModel
+    from graft.strategies import get_strategy
+    from graft.train.settings import TrainSettings
+    from graft.train.trainer import Trainer, seed_everything
+
+    root, _ = real_images(per_class)
+    split = make_split(load_image_set(root), seed=0, per_class=per_class)
+    split = replace(split, val=subsample(split.val, max(per_class // 4, 1)), test=subsample(split.test, 100))  # stratified, smaller
+    seconds, accuracy = {}, {}
+    for precision in ("fp32", "auto"):
+        settings = TrainSettings(epochs=epochs, batch_size=BATCH, patience=epochs, precision=precision)
+        seed_everything(0)
+        model = GraftModel(create_backbone("tf_efficientnet_lite0"), len(split.classes))
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["GRAFT_HOME"] = home
+            fitted = Trainer(settings).fit(model, get_strategy("finetune", unfreeze=2), split)
+        seconds[precision] = fitted.train_seconds / fitted.epochs
+        accuracy[precision] = _accuracy(*_logits(model, root, split.test, precision)) * 100
+    results.add("finetune/tf_efficientnet_lite0/epoch_seconds_fp32", seconds["fp32"], "s")
+    results.add("finetune/tf_efficientnet_lite0/epochs_per_hour_graft_vs_fp32", 3600 / seconds["auto"], "epochs/h", 3600 / seconds["fp32"])
+    results.add("finetune/tf_efficientnet_lite0/test_accuracy_fp32", accuracy["fp32"], "%")
+    results.add("finetune/tf_efficientnet_lite0/test_accuracy_graft", accuracy["auto"], "%")
+    results.add("finetune/tf_efficientnet_lite0/test_accuracy_difference", accuracy["auto"] - accuracy["fp32"], "points")
+
+
+MEMORY_CHILD = """
+import sys, tempfile
+from dataclasses import replace
+from pathlib import Path
+from graft.api import peak_memory_mb
+from graft.backbones import create_backbone
+from graft.data.folder import load_image_set
+from graft.features import FeatureCache
+images = load_image_set(Path(sys.argv[1]), bad_images="skip")
+samples = images.samples[: int(sys.argv[2])]
+backbone = create_backbone("tf_efficientnet_lite0")
+backbone.preprocessing = replace(backbone.preprocessing, input_size=(3, 32, 32))  # 1,280 features an image, fast
+with tempfile.TemporaryDirectory() as cache:
+    FeatureCache(backbone, root=Path(cache)).fill(images.root, samples, batch_size=256)
+print(len(samples), peak_memory_mb())
+"""
+
+
+def memory(results: Results, counts: list[int]) -> None:
+    from graft.data.builtin import dataset_root
+    from graft.errors import GraftError
+
+    try:
+        root = dataset_root("fashion")
+    except GraftError as exc:
+        console.print(f"  memory: skipped ({exc})")
+        return
+    peaks = []
+    for count in counts:
+        done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(root), str(count)], capture_output=True, text=True, check=True)
+        images, peak = done.stdout.split()[-2:]
+        peaks.append(float(peak))
+        results.add(f"memory/extract_{images}_images", peaks[-1], "MiB")
+    results.add(f"memory/extract_{counts[0]}_over_{counts[-1]}_images", peaks[0], "MiB/MiB", peaks[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="how long each throughput figure is measured")
+    parser.add_argument("--backbones", default="resnet50,vgg16,tf_efficientnet_lite0")
+    parser.add_argument("--probe-per-class", type=int, default=40, help="images a class for the agreement probe")
+    parser.add_argument("--finetune-per-class", type=int, default=50)
+    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--memory", default="10000,70000", help="image counts of the memory check")
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    names = args.backbones.split(",")
+    results = Results()
+    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    parts: dict[str, Callable[[], None]] = {
+        "features": lambda: feature_speed(results, names, args.seconds),
+        "agreement": lambda: agreement(results, [n for n in names if n != "vgg16"], args.probe_per_class),
+        "end_to_end": lambda: end_to_end(results, names[0], 25, args.seconds),
+        "finetune": lambda: finetune(results, args.finetune_per_class, args.finetune_epochs),
+        "memory": lambda: memory(results, [int(n) for n in args.memory.split(",")]),
+    }
+    for part, run in parts.items():
+        if part not in skip:
+            console.print(f"[bold]{part}[/]")
+            run()
+            RESULTS.write_text(json.dumps(results.rows, indent=1) + "\n")  # what is measured survives a later failure
+    Console().print(results.table())
+
+
+if __name__ == "__main__":
+    main()

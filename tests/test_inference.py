@@ -1,0 +1,75 @@
+"""The fast path (graft.inference): bf16 and channels-last must agree with plain fp32, and stay contained."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from graft.backbones import create_backbone
+from graft.data.folder import load_image_set
+from graft.data.loader import make_loader
+from graft.data.transforms import build_transform
+from graft.errors import GraftError
+from graft.features import FeatureCache
+from graft.inference import forward_all, forward_batches, native_bf16, resolve
+from tests.test_cli import assert_user_error, graft
+from tests.test_timm_backbones import tiny
+
+
+def test_precision_names_resolve_to_what_this_cpu_runs() -> None:
+    assert resolve("fp32") == "fp32" and resolve("bf16") == "bf16"
+    assert resolve("auto") == ("bf16" if native_bf16() else "fp32")
+    with pytest.raises(GraftError, match="unknown precision 'fp16'; choose auto, bf16, fp32"):
+        resolve("fp16")
+
+
+def test_bf16_features_of_real_imagenet_weights_agree_with_fp32() -> None:
+    """EfficientNet-Lite0 with its ImageNet weights on photos scikit-image ships: same features, same class."""
+    backbone = create_backbone("tf_efficientnet_lite0")
+    transform = build_transform(backbone.preprocessing)
+    photos = torch.stack([transform(Image.fromarray(getattr(skdata, name)()).convert("RGB")) for name in ("coffee", "chelsea", "astronaut", "rocket")])
+    batches = [(photos, torch.zeros(len(photos)))]
+    fp32, _ = forward_all(backbone, batches, "fp32")
+    bf16, _ = forward_all(backbone, batches, "bf16")
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert torch.nn.functional.cosine_similarity(fp32, bf16).min() > 0.99
+    assert not torch.equal(fp32, bf16)  # bf16 really ran: the values differ in the low bits
+
+
+def test_forward_passes_restore_the_mode_and_leak_no_autocast(shapes: Path) -> None:
+    backbone = tiny("resnet18")
+    backbone.train()
+    images = load_image_set(shapes)
+    loader = make_loader(shapes, images.samples[:8], backbone.preprocessing, batch_size=4)
+    for outputs, _ in forward_batches(backbone, loader, "bf16"):
+        assert not torch.is_autocast_enabled("cpu"), "the caller's code between batches must not run under autocast"
+        assert not torch.is_inference_mode_enabled()
+        assert outputs.dtype == torch.float32
+    assert backbone.training
+    assert all(m.training for m in backbone.modules())
+
+
+def test_the_feature_cache_keeps_precisions_apart(tmp_path: Path) -> None:
+    backbone = tiny("resnet18")
+    folders = {p: FeatureCache(backbone, p, root=tmp_path).folder for p in ("fp32", "bf16", "auto")}
+    assert folders["fp32"] != folders["bf16"]
+    assert folders["auto"] == folders[resolve("auto")]  # auto is stored as what it means here
+
+
+@pytest.mark.slow
+def test_fit_in_fp32_and_bf16_through_the_cli(shapes: Path, tmp_path: Path) -> None:
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        done = graft("fit", str(shapes), "--backbone", "smallcnn", "--strategy", "scratch", "--epochs", "2", "--precision", precision, "--out", str(out), "--json")
+        assert done.returncode == 0, done.stderr
+        runs[precision] = out
+    fp32 = graft("predict", str(runs["fp32"]), str(shapes), "--precision", "fp32", "--format", "json")
+    bf16 = graft("predict", str(runs["fp32"]), str(shapes), "--precision", "bf16", "--format", "json")
+    assert fp32.returncode == bf16.returncode == 0, fp32.stderr + bf16.stderr
+    labels = [[row["label"] for row in json.loads(done.stdout)] for done in (fp32, bf16)]
+    assert sum(a == b for a, b in zip(*labels, strict=True)) >= 0.95 * len(labels[0])  # the same predictions, bar a borderline image
+    assert_user_error(graft("fit", str(shapes), "--precision", "fp16", "--out", str(tmp_path / "bad")), "unknown precision 'fp16'")
