@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from graft.errors import GraftError
+from graft.interrupt import check
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -70,6 +71,7 @@ def forward_batches(
     prepare(module).eval()  # outside inference mode: the parameters must stay ordinary, trainable tensors
     try:
         for inputs, targets in batches:
+            check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)
             # Entered per batch, so neither leaks into the caller's code between batches.
             with torch.inference_mode(), autocast(precision):
                 outputs = module(to_channels_last(inputs)).float()

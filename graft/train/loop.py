@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from graft.inference import autocast, to_channels_last
+from graft.interrupt import check
 
 
 @dataclass
@@ -30,6 +31,7 @@ def train_epoch(
     """
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
+        check()  # Ctrl-C lands here (graft.interrupt)
         targets = torch.as_tensor(targets)
         with autocast(precision):
             logits = module(to_channels_last(inputs)).float()

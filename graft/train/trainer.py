@@ -24,10 +24,11 @@ from graft.console import track
 from graft.data.loader import make_loader
 from graft.data.split import Split
 from graft.errors import GraftError
+from graft.inference import forward_all, prepare
+from graft.interrupt import deferred_interrupts
 from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
-from graft.inference import forward_all, prepare
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
 from graft.train.settings import TrainSettings
 
@@ -151,10 +152,11 @@ class Trainer:
         progress = Progress()
         if resume is not None:
             progress = self._restore(model, resume, phases)
-        while progress.phase < len(phases):
-            self._run_phase(model, phases[progress.phase], split, strategy.name, progress, resume, start)
-            resume = None  # the optimizer and scheduler state belong to the checkpoint's phase only
-            progress.next_phase()
+        with deferred_interrupts():  # Ctrl-C stops between batches, never lost (graft.interrupt)
+            while progress.phase < len(phases):
+                self._run_phase(model, phases[progress.phase], split, strategy.name, progress, resume, start)
+                resume = None  # the optimizer and scheduler state belong to the checkpoint's phase only
+                progress.next_phase()
         model.eval()
         history = progress.history
         return FitResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history)
