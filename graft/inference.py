@@ -14,6 +14,7 @@ bf16 (oneDNN would emulate it, slower than fp32), ``auto`` means fp32.
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from functools import cache
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from graft.interrupt import check
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+@cache  # the CPU does not change, and autocast() asks before every batch
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles): the only case where it pays."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
