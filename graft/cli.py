@@ -5,6 +5,7 @@ Results go to stdout (a table, or JSON with ``--json``); progress and messages g
 """
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from graft import api
 from graft.backbones import DEFAULT_BACKBONE
 from graft.console import stderr, stdout
 from graft.errors import GraftError, Interrupted
+from graft.inference import compile_mode
 from graft.train.settings import TrainSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
@@ -86,6 +88,19 @@ def _format(column: str, value: Any) -> str:
             return f"{value:.3f}"
         return f"{value:,.1f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+@app.callback()
+def _everywhere(
+    compile: Annotated[
+        str | None,
+        typer.Option(help="auto (compile a forward pass predicted to take over 3 minutes), on or off; also GRAFT_COMPILE"),
+    ] = None,
+) -> None:
+    """Options for every command, given before it: graft --compile off fit ..."""
+    if compile is not None:
+        os.environ["GRAFT_COMPILE"] = compile  # the environment reaches compare's spawned workers too
+    compile_mode()  # an unknown value is an error now, not after the data scan
 
 
 COMPARE_COLUMNS = ["strategy", "test_accuracy", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb"]

@@ -1,6 +1,7 @@
 """The fast path (graft.inference): bf16 and channels-last must agree with plain fp32, and stay contained."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,94 @@ def test_fit_in_fp32_and_bf16_through_the_cli(shapes: Path, tmp_path: Path) -> N
     labels = [[row["label"] for row in json.loads(done.stdout)] for done in (fp32, bf16)]
     assert sum(a == b for a, b in zip(*labels, strict=True)) >= 0.95 * len(labels[0])  # the same predictions, bar a borderline image
     assert_user_error(graft("fit", str(shapes), "--precision", "fp16", "--out", str(tmp_path / "bad")), "unknown precision 'fp16'")
+
+
+def _odd_batches(backbone: torch.nn.Module, sizes: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(1)
+    return [(torch.randn(n, *backbone.preprocessing.input_size), torch.arange(n)) for n in sizes]
+
+
+def test_a_compiled_pass_agrees_with_eager_and_never_keeps_stale_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile on: same outputs (last batch padded and cut back), and a second pass sees changed weights."""
+    torch.manual_seed(0)
+    backbone = create_backbone("smallcnn")
+    batches = _odd_batches(backbone, (4, 4, 3))
+    monkeypatch.setenv("GRAFT_COMPILE", "off")
+    eager, labels = forward_all(backbone, batches, "fp32")
+    monkeypatch.setenv("GRAFT_COMPILE", "on")
+    compiled, compiled_labels = forward_all(backbone, batches, "fp32")
+    assert compiled.shape == eager.shape == (11, backbone.num_features)
+    assert torch.equal(compiled_labels, labels)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # what a training step does between two validation passes
+        for parameter in backbone.parameters():
+            parameter.mul_(1.5)
+    changed, _ = forward_all(backbone, batches, "fp32")
+    monkeypatch.setenv("GRAFT_COMPILE", "off")
+    torch.testing.assert_close(changed, forward_all(backbone, batches, "fp32")[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(changed, eager)
+
+
+def test_auto_compiles_only_passes_predicted_to_be_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto times the 2nd and 3rd batch and compiles when the batches left would take longer than the threshold."""
+    from graft import inference
+
+    calls: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch, "compile", lambda module, **_: calls.append(module) or module)  # eager stands in
+    monkeypatch.setenv("GRAFT_COMPILE", "auto")
+    backbone = tiny("resnet18")
+    batches = _odd_batches(backbone, (2,) * 6)
+    forward_all(backbone, batches, "fp32")
+    assert calls == []  # a few milliseconds of work: compiling would not pay
+    monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 0.0)
+    forward_all(backbone, batches, "fp32")
+    assert calls == [backbone]
+    forward_all(backbone, iter(batches), "fp32")
+    assert calls == [backbone]  # a pass of unknown length is never predicted long
+
+
+def test_a_failed_compile_warns_once_and_the_pass_goes_on_eagerly(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(module: torch.nn.Module, **_: object) -> object:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no C++ compiler found\nsecond line")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setenv("GRAFT_COMPILE", "on")
+    backbone = tiny("resnet18")
+    batches = _odd_batches(backbone, (2, 2, 1))
+    outputs, _ = forward_all(backbone, batches, "fp32")
+    monkeypatch.setenv("GRAFT_COMPILE", "off")
+    torch.testing.assert_close(outputs, forward_all(backbone, batches, "fp32")[0])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "torch.compile failed" in line]
+    assert len(warnings) == 1 and "RuntimeError: no C++ compiler found" in warnings[0] and "--compile off" in warnings[0]
+
+
+def test_an_unknown_compile_mode_is_a_one_line_error() -> None:
+    assert_user_error(graft("--compile", "sometimes", "datasets"), "unknown compile mode 'sometimes'")
+
+
+def test_auto_goes_back_to_eager_when_the_compiled_network_is_slower(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling does not speed up every network: auto times two compiled batches and keeps the faster path."""
+    from graft import inference
+
+    calls = []
+
+    def slow(module: torch.nn.Module, **_: object) -> object:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            time.sleep(0.2)
+            return module(x)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", slow)
+    monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 0.0)
+    monkeypatch.setenv("GRAFT_COMPILE", "auto")
+    backbone = tiny("resnet18")
+    batches = _odd_batches(backbone, (2,) * 7 + (1,))
+    outputs, _ = forward_all(backbone, batches, "fp32")
+    assert calls == [2, 2, 2]  # the compiling call, then batches 4 and 5; the other six ran eagerly
+    monkeypatch.setenv("GRAFT_COMPILE", "off")
+    torch.testing.assert_close(outputs, forward_all(backbone, batches, "fp32")[0])
