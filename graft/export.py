@@ -31,7 +31,7 @@ def preprocessing_spec(config: dict[str, Any]) -> dict[str, Any]:
     """
     pre = config["preprocessing"]
     channels, height, width = (int(v) for v in pre["input_size"])
-    resize = int(round(max(height, width) / float(pre.get("crop_pct", 1.0))))
+    resize = round(max(height, width) / float(pre.get("crop_pct", 1.0)))
     return {
         "classes": list(config["classes"]),
         "input_name": INPUT,

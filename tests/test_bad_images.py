@@ -80,7 +80,7 @@ def test_skip_keeps_every_usable_image_and_lists_the_rest(tmp_path: Path) -> Non
     kept = {Path(p).name for p, _ in images.samples}
     assert set(USABLE) <= kept and not kept & set(UNUSABLE)
     assert len(images.samples) == 36 + len(USABLE)
-    reasons = dict((Path(p).name, why) for p, why in images.bad)
+    reasons = {Path(p).name: why for p, why in images.bad}
     assert "truncated" in reasons["truncated.jpg"] and "decompression bomb" in reasons["bomb.png"]
     assert "symbolic links" in reasons["loop-a.png"] and "not an image" in reasons["text.png"]
 

@@ -9,7 +9,7 @@ import pytest
 
 
 def graft(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "graft", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "graft", *args], capture_output=True, text=True, cwd=cwd, timeout=600, check=False)
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -57,7 +57,7 @@ def test_split_is_stratified_reproducible_and_disjoint(shapes: Path) -> None:
     a, b, c = make_split(images, seed=1), make_split(images, seed=1), make_split(images, seed=2)
     assert a == b
     assert a.train != c.train
-    parts = [set(p for p, _ in part) for part in (a.train, a.val, a.test)]
+    parts = [{p for p, _ in part} for part in (a.train, a.val, a.test)]
     assert sum(map(len, parts)) == 60 and len(set.union(*parts)) == 60
     for part in (a.train, a.val, a.test):
         counts = Counter(y for _, y in part)

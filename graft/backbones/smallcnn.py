@@ -1,5 +1,6 @@
 """A small CNN for small grayscale images: the "pretrain on digits, reuse the convolutions" classic."""
 
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ class SmallCNN(Backbone):
     def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128), grid: int = 3):
         super().__init__()
         chans = (in_chans, *widths)
-        self.stages = nn.Sequential(*(_stage(a, b) for a, b in zip(chans, chans[1:])))
+        self.stages = nn.Sequential(*(_stage(a, b) for a, b in pairwise(chans)))
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.num_features = widths[-1] * grid * grid
         pre = DEFAULT_PREPROCESSING

@@ -62,7 +62,7 @@ def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
             v2.ColorJitter(0.3, 0.3, 0.3),
         ]
     else:
-        scale_size = int(round(max(height, width) / pre.crop_pct))
+        scale_size = round(max(height, width) / pre.crop_pct)
         geometry = [
             v2.Resize(scale_size, interpolation=interpolation, antialias=True),
             v2.CenterCrop((height, width)),
