@@ -36,7 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,16 @@ class Results:
         return table
 
 
+@contextmanager
+def compiling(mode: str) -> Iterator[None]:
+    """``GRAFT_COMPILE=mode`` for the passes started inside (graft.inference reads it as a pass begins)."""
+    os.environ["GRAFT_COMPILE"] = mode
+    try:
+        yield
+    finally:
+        os.environ.pop("GRAFT_COMPILE")
+
+
 def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds: float) -> tuple[float, float]:
     """``(seconds to the first output, images/s after it)`` of one long :func:`forward_batches` pass.
 
@@ -117,14 +128,13 @@ def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds
     """
     from graft.inference import forward_batches
 
-    os.environ["GRAFT_COMPILE"] = compile
-    outputs = forward_batches(backbone, itertools.repeat((x, torch.zeros(len(x)))))
-    start = time.perf_counter()
-    next(outputs)
-    first = time.perf_counter() - start
-    rate = images_per_second(lambda: next(outputs), len(x), seconds)
-    outputs.close()
-    os.environ.pop("GRAFT_COMPILE")
+    with compiling(compile):
+        outputs = forward_batches(backbone, itertools.repeat((x, torch.zeros(len(x)))))
+        start = time.perf_counter()
+        next(outputs)
+        first = time.perf_counter() - start
+        rate = images_per_second(lambda: next(outputs), len(x), seconds)
+        outputs.close()
     return first, rate
 
 
@@ -193,21 +203,20 @@ def agreement(results: Results, names: list[str], per_class: int) -> None:
         torch.manual_seed(0)
         backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
         loader = make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)
-        os.environ["GRAFT_COMPILE"] = "off"
-        fp32, labels = forward_all(backbone, loader, "fp32")
+        with compiling("off"):
+            fp32, labels = forward_all(backbone, loader, "fp32")
         probe = LogisticRegression(max_iter=2000)
         baseline = cross_val_score(probe, fp32.numpy(), labels.numpy(), cv=5).mean() * 100
         results.add(f"agreement/{name}/probe_accuracy_fp32", baseline, "%")
         for compile, path in (("off", "graft"), ("on", "graft_compiled")):  # a short pass, and a long one's path
-            os.environ["GRAFT_COMPILE"] = compile
-            ours, _ = forward_all(backbone, loader, "auto")
+            with compiling(compile):
+                ours, _ = forward_all(backbone, loader, "auto")
             cosine = torch.nn.functional.cosine_similarity(fp32, ours)
             results.add(f"agreement/{name}/{path}_feature_cosine_min", cosine.min().item(), "cosine")
             results.add(f"agreement/{name}/{path}_feature_cosine_mean", cosine.mean().item(), "cosine")
             score = cross_val_score(probe, ours.numpy(), labels.numpy(), cv=5).mean() * 100
             results.add(f"agreement/{name}/probe_accuracy_{path}", score, "%")
             results.add(f"agreement/{name}/probe_accuracy_difference_{path}", score - baseline, "points")
-        os.environ.pop("GRAFT_COMPILE")
 
 
 def end_to_end(results: Results, name: str, per_class: int, seconds: float) -> None:

@@ -129,7 +129,7 @@ class _Runner:
         return self.eager_seconds / 2 * (self.batches - self.done) > COMPILE_AFTER_SECONDS
 
     def _compile(self, x: torch.Tensor) -> None:
-        self.size = x.shape[0]  # also marks the attempt: a failed compile is not retried in this pass
+        self.size = x.shape[0]
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
         compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
         try:
