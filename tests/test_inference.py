@@ -1,5 +1,6 @@
 """The fast path (graft.inference): bf16 and channels-last must agree with plain fp32, and stay contained."""
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -147,15 +148,18 @@ def test_auto_goes_back_to_eager_when_the_compiled_network_is_slower(monkeypatch
     from graft import inference
 
     calls = []
+    ticks = itertools.count()  # a clock the test owns: one tick a reading, whatever else loads the machine
 
     def slow(module: torch.nn.Module, **_: object) -> object:
         def call(x: torch.Tensor) -> torch.Tensor:
             calls.append(len(x))
-            time.sleep(0.2)
+            for _ in range(10):  # ten ticks a batch: slower than an eager batch, which spans one
+                next(ticks)
             return module(x)
 
         return call
 
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
     monkeypatch.setattr(torch, "compile", slow)
     monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 0.0)
     monkeypatch.setenv("GRAFT_COMPILE", "auto")
