@@ -8,14 +8,15 @@ process, one after the other, so a shared machine's load shifts both sides alike
 a quiet machine for figures to quote). The measurements:
 
 1. ``features/NAME/*``: images/s of feature extraction (pooled pre-logits features, 224x224, batch 32,
-   inference mode) for resnet50, vgg16 and tf_efficientnet_lite0: plain eager fp32 timm (the baseline),
-   ONNX Runtime fp32, and graft's default (:func:`graft.inference.forward_batches`) both ways it runs: a
-   short pass uncompiled, a long one (predicted over three minutes) compiled, whose steady state, compile
-   time, break-even and rate over 70,000 images are given; graft's achieved GFLOP/s as a fraction of the
-   matrix-product peak measured at graft's precision in this run.
+   inference mode, a batch of real images) for resnet50, vgg16 and tf_efficientnet_lite0: plain eager
+   fp32 timm (the baseline), ONNX Runtime fp32, and graft's default (:func:`graft.inference.forward_batches`)
+   both ways it runs: a short pass eager in bf16, a long one (predicted over three minutes) in int8 where
+   int8 agrees with fp32 on the batch, else compiled bf16 (given too), with its steady state, build time,
+   break-even and rate over 70,000 images; graft's achieved GFLOP/s as a fraction of the matrix-product
+   peak measured at the long pass's precision in this run.
 2. ``agreement/NAME/*``: graft's default against fp32 on real images (Fashion-MNIST, or the photos set
    where the Debian package is missing): cosine similarity of the features, and the difference of a
-   cross-validated linear probe's accuracy, for the uncompiled and the compiled path. Offline only lite0 has real ImageNet weights; resnet50 and
+   cross-validated linear probe's accuracy, for the short pass, the long pass, and ``--precision int8``. Offline only lite0 has real ImageNet weights; resnet50 and
    vgg16 run with random weights (speed does not depend on the values; agreement still compares the same
    network in two precisions).
 3. ``end_to_end/resnet50``: images/s of graft's feature cache filling from image files on disk (file hash,
@@ -52,11 +53,15 @@ console = Console(stderr=True)
 
 
 def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096), seconds: float = 2.0) -> float:
-    """GFLOP/s of square matrix products in ``dtype`` (the best size): the ceiling a network can approach."""
+    """G(FL)OP/s of square matrix products in ``dtype`` (the best size): the ceiling a network can approach."""
     best = 0.0
     for size in sizes:
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        best = max(best, images_per_second(lambda: a @ b, 2 * size**3, seconds) / 1e9)  # noqa: B023 ("images" = FLOPs here)
+        if dtype == torch.int8:  # int8 x int8 -> int32, the product oneDNN's int8 convolutions are made of
+            a, b = (torch.randint(-128, 127, (size, size), dtype=dtype) for _ in range(2))
+            product = torch._int_mm
+        else:
+            a, b, product = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype), torch.matmul
+        best = max(best, images_per_second(lambda: product(a, b), 2 * size**3, seconds) / 1e9)  # noqa: B023 ("images" = FLOPs here)
     return best
 
 
@@ -120,16 +125,16 @@ def compiling(mode: str) -> Iterator[None]:
         os.environ.pop("GRAFT_COMPILE")
 
 
-def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds: float) -> tuple[float, float]:
+def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds: float, precision: str = "auto") -> tuple[float, float]:
     """``(seconds to the first output, images/s after it)`` of one long :func:`forward_batches` pass.
 
-    One pass, as a feature cache fill runs: the compiled copy lives as long as its pass, so the first
-    output carries the compile time and the rest is the steady state.
+    One pass, as a feature cache fill runs: the int8 or compiled copy lives as long as its pass, so the
+    first output carries the time to build it and the rest is the steady state.
     """
     from graft.inference import forward_batches
 
     with compiling(compile):
-        outputs = forward_batches(backbone, itertools.repeat((x, torch.zeros(len(x)))))
+        outputs = forward_batches(backbone, itertools.repeat((x, torch.zeros(len(x)))), precision)
         start = time.perf_counter()
         next(outputs)
         first = time.perf_counter() - start
@@ -141,38 +146,50 @@ def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds
 def feature_speed(results: Results, names: list[str], seconds: float, images: int = 70_000) -> None:
     import timm
 
-    from graft.backbones import TimmBackbone
-    from graft.inference import resolve
+    from graft.backbones import create_backbone
+    from graft.data.loader import make_loader
+    from graft.inference import prepare, resolve
+    from graft.quantize import AGREEMENT, quantized
 
-    precision = resolve("auto")
-    peaks = {name: matmul_peak(dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    peaks = {name: matmul_peak(dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8))}
     for name, value in peaks.items():
         results.add(f"matmul/{name}_peak", value, "GFLOP/s")
-    peak = peaks[precision]
-    x = torch.randn(BATCH, 3, 224, 224)
+    root, samples = real_images(4)  # real images: whether int8 is kept depends on how they quantize
     for name in names:
+        torch.manual_seed(0)
+        backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+        x = next(iter(make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)))[0]
         plain = timm.create_model(name, pretrained=False, num_classes=0).eval()  # what a user writes by hand
         with torch.inference_mode():
             eager = images_per_second(lambda: plain(x), BATCH, seconds)  # noqa: B023 (called before the loop moves on)
         session = onnx_session(plain, x)
         ort = images_per_second(lambda: session.run(None, {"x": x.numpy()}), BATCH, seconds)  # noqa: B023
-        backbone = TimmBackbone(name)  # random weights too: speed does not depend on the values
+        with torch.inference_mode():
+            agreement = quantized(prepare(backbone).eval(), x)[2]  # the check a long pass makes on its fourth batch
+        precision = "int8" if agreement >= AGREEMENT else resolve("auto")
         _, short = graft_pass(backbone, x, "off", seconds)
-        compile_seconds, ours = graft_pass(backbone, x, "on", seconds)
+        build_seconds, ours = graft_pass(backbone, x, "on", seconds)
+        _, compiled = graft_pass(backbone, x, "on", seconds, "bf16")
         gflops = flops_per_image(plain) / 1e9
         results.add(f"features/{name}/gflop_per_image", gflops, "GFLOP")
         results.add(f"features/{name}/eager_fp32_share_of_fp32_peak", eager * gflops / peaks["fp32"], "fraction")
         results.add(f"features/{name}/eager_fp32", eager, "images/s")
         results.add(f"features/{name}/onnxruntime_fp32", ort, "images/s", eager)
-        # graft's default: passes predicted under graft.inference.COMPILE_AFTER_SECONDS run uncompiled...
+        # graft's default: passes predicted under graft.inference.COMPILE_AFTER_SECONDS run eagerly in bf16...
         results.add(f"features/{name}/graft_short_pass_vs_eager_fp32", short, "images/s", eager)
-        # ... longer ones compiled: the steady state, the compile time, and both over a Fashion-MNIST-sized set
+        # ... longer ones in int8 where its outputs agree with fp32 (1 here), else compiled
+        results.add(f"features/{name}/int8_feature_cosine_min", agreement, "cosine")
+        results.add(f"features/{name}/long_pass_runs_int8", float(precision == "int8"), "yes=1")
+        results.add(f"features/{name}/graft_compiled_bf16_vs_eager_fp32", compiled, "images/s", eager)
+        # the long pass's steady state (auto keeps a copy only where it beats eager), build time, both over 70k images
+        ours = max(ours, short)
         results.add(f"features/{name}/graft_vs_eager_fp32", ours, "images/s", eager)
         results.add(f"features/{name}/graft_vs_onnxruntime_fp32", ours, "images/s", ort)
-        results.add(f"features/{name}/graft_share_of_matmul_peak", ours * gflops / peak, "fraction")
-        results.add(f"features/{name}/compile_seconds", compile_seconds, "s")
-        results.add(f"features/{name}/compile_break_even_images", compile_seconds / (1 / short - 1 / ours), "images")
-        results.add(f"features/{name}/graft_{images}_images_vs_eager_fp32", images / (compile_seconds + images / ours), "images/s", eager)
+        results.add(f"features/{name}/graft_share_of_{precision}_matmul_peak", ours * gflops / peaks[precision], "fraction")
+        results.add(f"features/{name}/build_seconds", build_seconds, "s")
+        if ours > short:
+            results.add(f"features/{name}/build_break_even_images", build_seconds / (1 / short - 1 / ours), "images")
+        results.add(f"features/{name}/graft_{images}_images_vs_eager_fp32", images / (build_seconds + images / ours), "images/s", eager)
 
 
 def real_images(per_class: int) -> tuple[Path, list[tuple[str, int]]]:
@@ -208,9 +225,10 @@ def agreement(results: Results, names: list[str], per_class: int) -> None:
         probe = LogisticRegression(max_iter=2000)
         baseline = cross_val_score(probe, fp32.numpy(), labels.numpy(), cv=5).mean() * 100
         results.add(f"agreement/{name}/probe_accuracy_fp32", baseline, "%")
-        for compile, path in (("off", "graft"), ("on", "graft_compiled")):  # a short pass, and a long one's path
+        paths = (("off", "auto", "graft"), ("on", "auto", "graft_long_pass"), ("on", "int8", "graft_int8"))  # short, long, forced
+        for compile, precision, path in paths:
             with compiling(compile):
-                ours, _ = forward_all(backbone, loader, "auto")
+                ours, _ = forward_all(backbone, loader, precision)
             cosine = torch.nn.functional.cosine_similarity(fp32, ours)
             results.add(f"agreement/{name}/{path}_feature_cosine_min", cosine.min().item(), "cosine")
             results.add(f"agreement/{name}/{path}_feature_cosine_mean", cosine.mean().item(), "cosine")
@@ -317,7 +335,7 @@ def main() -> None:
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     parts: dict[str, Callable[[], None]] = {
         "features": lambda: feature_speed(results, names, args.seconds),
-        "agreement": lambda: agreement(results, [n for n in names if n != "vgg16"], args.probe_per_class),
+        "agreement": lambda: agreement(results, names, args.probe_per_class),
         "end_to_end": lambda: end_to_end(results, names[0], 25, args.seconds),
         "finetune": lambda: finetune(results, args.finetune_per_class, args.finetune_epochs),
         "memory": lambda: memory(results, [int(n) for n in args.memory.split(",")]),

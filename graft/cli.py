@@ -50,7 +50,7 @@ Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes")
 PerClass = Annotated[int | None, typer.Option(help="keep at most this many training images a class (validation/test unchanged)")]
 Precision = Annotated[
     str | None,
-    typer.Option(help="auto (bf16 where the CPU computes it natively, else fp32), bf16 or fp32: the precision of forward passes"),
+    typer.Option(help="auto (bf16 where the CPU computes it natively, else fp32; long passes int8 where it agrees with fp32), int8, bf16 or fp32: the precision of forward passes"),
 ]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]

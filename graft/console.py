@@ -3,7 +3,9 @@
 Keeping stdout for results is what lets ``--json`` output be piped into other programs.
 """
 
+import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
@@ -27,3 +29,22 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
         yield from progress.track(items, total=total, description=description)
+
+
+# torch's own notices while it compiles or torchao loads ("No CUDA runtime is found" on a CPU machine, an
+# enum registration deprecated inside torchao): about torch's internals, nothing a graft user can act on.
+TORCH_NOTICES = ("torch.utils.cpp_extension", "torch.utils._pytree")
+
+
+@contextmanager
+def quiet_torch_notices() -> Iterator[None]:
+    """Warnings of :data:`TORCH_NOTICES` left out inside the block; errors still come through."""
+    loggers = [logging.getLogger(name) for name in TORCH_NOTICES]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -1,5 +1,5 @@
 """The fast path of every forward pass: bf16 where the CPU computes it natively, channels-last layout,
-and a compiled network for passes long enough to pay for compiling it.
+and, for passes long enough to pay for it, an int8 or a compiled copy of the network.
 
 Every strategy inherits it: feature extraction (``features``, ``frozen``, ``lpft``'s probe, ``advise``),
 validation, ``predict`` and ``evaluate`` run through :func:`forward_all`, and training steps through
@@ -19,6 +19,11 @@ batches predict more than :data:`COMPILE_AFTER_SECONDS` of eager work (a feature
 set, evaluating tens of thousands of images), and keeps the compiled network only if it measures faster;
 ``graft --compile on|off`` (``GRAFT_COMPILE``) forces either. Each pass
 compiles afresh: frozen weights must never outlive a training step that changed them.
+
+A long pass goes further where the network allows: an int8 copy (:mod:`graft.quantize`) ran vgg16 2x
+and resnet50 1.9x faster than compiled bf16 in ``make bench``, but it is kept only where its outputs
+measure as close to fp32 as bf16's (a cosine of 0.99; EfficientNet-Lite0 stays in bf16).
+``--precision int8`` uses it on every pass; ``--precision bf16`` or ``fp32`` never.
 """
 
 import os
@@ -31,11 +36,12 @@ import torch
 from rich.markup import escape
 from torch import nn
 
-from graft.console import log
+from graft.console import log, quiet_torch_notices
 from graft.errors import GraftError
 from graft.interrupt import check
+from graft.quantize import AGREEMENT, quantized
 
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "int8", "bf16", "fp32")
 COMPILE_MODES = ("auto", "on", "off")
 COMPILE_AFTER_SECONDS = 180.0  # make bench: compiling vgg16 (13 s) repaid itself after 80 s, resnet50 (25 s) after 290 s
 
@@ -48,7 +54,11 @@ def native_bf16() -> bool:
 
 
 def resolve(precision: str) -> str:
-    """``"bf16"`` or ``"fp32"``: what ``precision`` (auto, bf16 or fp32) means on this machine."""
+    """``"int8"``, ``"bf16"`` or ``"fp32"``: what ``precision`` means on this machine.
+
+    ``auto`` is bf16 or fp32 here; its long passes may still run in int8 where that measures as close to
+    fp32 as bf16 is (:class:`_Runner`).
+    """
     if precision not in PRECISIONS:
         raise GraftError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -57,8 +67,13 @@ def resolve(precision: str) -> str:
 
 
 def autocast(precision: str) -> AbstractContextManager:
-    """bf16 autocast on the CPU for ``precision`` (weights stay fp32; the optimizer steps in fp32)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve(precision) == "bf16")
+    """bf16 autocast on the CPU for ``precision`` (weights stay fp32; the optimizer steps in fp32).
+
+    ``int8`` quantizes forward passes of whole networks only; training steps, and the layers an int8
+    network keeps in floating point, run as ``auto`` would.
+    """
+    floating = resolve("auto" if precision == "int8" else precision)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=floating == "bf16")
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -83,28 +98,35 @@ def compile_mode() -> str:
 
 
 class _Runner:
-    """Calls a module eagerly, and a compiled copy of it from the batch on which compiling starts to pay.
+    """Calls a module eagerly, and a faster copy of it (int8, or compiled) from the batch where one pays.
 
     The eager time of the second and third batch (the first warms oneDNN up) times the batches left is
-    the pass's predicted eager work. Compiling does not speed every network up (on two cores lite0 gained
-    nothing in ``make bench``, vgg16 1.2x), so ``auto`` times two compiled batches too and keeps whichever
-    ran faster. The compiled copy is specialised to one batch size; a shorter last batch is padded with
-    zeros (the module is in eval mode: images do not affect each other).
+    the pass's predicted eager work. Past :data:`COMPILE_AFTER_SECONDS` ``auto`` builds, on the fourth
+    batch, an int8 copy (:mod:`graft.quantize`, under ``--precision auto`` only), kept if its outputs follow
+    fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one. Neither speeds up every network (on two
+    cores compiling lite0 gained nothing in ``make bench``), so ``auto`` times the copy's next two batches
+    too and goes back to eager unless they beat the eager two. ``--compile on`` and ``--precision int8``
+    build on the first batch and keep the copy. The copy is specialised to one batch size; a shorter last
+    batch is padded with zeros (the module is in eval mode: images do not affect each other).
     """
 
-    def __init__(self, module: nn.Module, batches: int | None) -> None:
+    def __init__(self, module: nn.Module, batches: int | None, precision: str) -> None:
         self.module, self.batches, self.mode = module, batches, compile_mode()
-        self.done, self.eager_seconds, self.compiled_seconds = 0, 0.0, 0.0
-        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.size = 0  # the compiled batch size; set on the first attempt, so a failed compile is not retried
+        if precision == "int8" and self.mode == "off":
+            raise GraftError("--precision int8 runs through torch.compile; drop --compile off, or choose --precision auto")
+        self.int8 = {"int8": "on", "auto": "off" if self.mode == "off" else "auto"}.get(precision, "off")
+        self.done, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0
+        self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.size = 0  # the copy's batch size; set on the one attempt to build it, so a failure is not retried
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.compiled is None and self._pays():
-            self._compile(x)
+        built = self._build(x) if self.size == 0 and self._due() else None
         start = time.perf_counter()
-        if self.compiled is not None and x.shape[0] <= self.size:
+        if built is not None:
+            out = built
+        elif self.fast is not None and x.shape[0] <= self.size:
             padded = torch.cat([x, x.new_zeros((self.size - x.shape[0], *x.shape[1:]))]) if x.shape[0] < self.size else x
-            out = self.compiled(to_channels_last(padded))[: x.shape[0]]
+            out = self.fast(to_channels_last(padded))[: x.shape[0]]
             self._judge(time.perf_counter() - start)
         else:
             out = self.module(x)
@@ -114,31 +136,56 @@ class _Runner:
         return out
 
     def _judge(self, seconds: float) -> None:
-        """In ``auto``, after two compiled batches: back to eager for the pass unless they beat the eager two."""
-        if self.mode != "auto" or self.done > 4:
+        """In ``auto``, after two batches of the copy: back to eager for the pass unless they beat the eager two."""
+        if self.mode != "auto" or self.int8 == "on" or self.fast_done >= 2:
             return
-        self.compiled_seconds += seconds
-        if self.done == 4 and self.compiled_seconds >= self.eager_seconds:
-            self.compiled = None  # the compile time is spent, but no further batch pays for a slower network
+        self.fast_seconds += seconds
+        self.fast_done += 1
+        if self.fast_done == 2 and self.fast_seconds >= self.eager_seconds:
+            self.fast = None  # the build time is spent, but no further batch pays for a slower network
 
-    def _pays(self) -> bool:
-        if self.mode != "auto":
-            return self.mode == "on" and self.size == 0
+    def _due(self) -> bool:
+        if "on" in (self.mode, self.int8):
+            return True
+        return self.mode == "auto" and self._long()
+
+    def _long(self) -> bool:
         if self.done != 3 or not self.batches:
             return False
         return self.eager_seconds / 2 * (self.batches - self.done) > COMPILE_AFTER_SECONDS
 
-    def _compile(self, x: torch.Tensor) -> None:
+    def _build(self, x: torch.Tensor) -> torch.Tensor | None:
+        """This batch's outputs, computed while building the faster copy; ``None`` if none was built."""
         self.size = x.shape[0]
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
-        compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
-        try:
-            compiled(to_channels_last(x))  # compiles now, inside the caller's inference mode and autocast
-        except Exception as exc:  # noqa: BLE001 (no C++ compiler, an operator inductor lacks: eager is still right, only slower)
-            first = (str(exc).splitlines() or [""])[0][:120]
-            log(f"[yellow]warning:[/] torch.compile failed ({type(exc).__name__}: {escape(first)}); going on without it (--compile off skips the attempt)")
-            return
-        self.compiled = compiled
+        if self.int8 != "off" and x.shape[0] > 1:
+            try:
+                network, outputs, agreement = quantized(self.module, x)
+            except Exception as exc:  # noqa: BLE001 (an operator export or the quantizer lacks: float is still right)
+                _warn("int8 quantization", exc, "--precision bf16")
+            else:
+                if self.int8 == "on" or agreement >= AGREEMENT:
+                    log(f"[dim]int8 network for this pass: its outputs agree with fp32 to a cosine of {agreement:.4f}[/]")
+                    self.fast = network
+                    return outputs
+                log(f"int8 features agree with fp32 to a cosine of {agreement:.3f} only (below {AGREEMENT}): staying in floating point")
+        if self.mode == "on" or (self.mode == "auto" and self._long()):
+            compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
+            try:
+                with quiet_torch_notices():
+                    outputs = compiled(to_channels_last(x))  # compiles now, inside the caller's inference mode and autocast
+            except Exception as exc:  # noqa: BLE001 (no C++ compiler, an operator inductor lacks: eager is still right, only slower)
+                _warn("torch.compile", exc, "--compile off")
+                return None
+            self.fast = compiled
+            return outputs
+        return None
+
+
+def _warn(what: str, exc: Exception, skip: str) -> None:
+    """One line for a faster path that failed: the pass goes on without it."""
+    first = (str(exc).splitlines() or [""])[0][:120]
+    log(f"[yellow]warning:[/] {what} failed ({type(exc).__name__}: {escape(first)}); going on without it ({skip} skips the attempt)")
 
 
 def forward_batches(
@@ -153,7 +200,7 @@ def forward_batches(
     """
     was_training = module.training
     prepare(module).eval()  # outside inference mode: the parameters must stay ordinary, trainable tensors
-    runner = _Runner(module, len(batches) if hasattr(batches, "__len__") else None)
+    runner = _Runner(module, len(batches) if hasattr(batches, "__len__") else None, precision)
     try:
         for inputs, targets in batches:
             check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)

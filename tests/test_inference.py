@@ -24,7 +24,8 @@ from tests.test_timm_backbones import tiny
 def test_precision_names_resolve_to_what_this_cpu_runs() -> None:
     assert resolve("fp32") == "fp32" and resolve("bf16") == "bf16"
     assert resolve("auto") == ("bf16" if native_bf16() else "fp32")
-    with pytest.raises(GraftError, match="unknown precision 'fp16'; choose auto, bf16, fp32"):
+    assert resolve("int8") == "int8"
+    with pytest.raises(GraftError, match="unknown precision 'fp16'; choose auto, int8, bf16, fp32"):
         resolve("fp16")
 
 
@@ -56,8 +57,8 @@ def test_forward_passes_restore_the_mode_and_leak_no_autocast(shapes: Path) -> N
 
 def test_the_feature_cache_keeps_precisions_apart(tmp_path: Path) -> None:
     backbone = tiny("resnet18")
-    folders = {p: FeatureCache(backbone, p, root=tmp_path).folder for p in ("fp32", "bf16", "auto")}
-    assert folders["fp32"] != folders["bf16"]
+    folders = {p: FeatureCache(backbone, p, root=tmp_path).folder for p in ("fp32", "bf16", "int8", "auto")}
+    assert len({folders["fp32"], folders["bf16"], folders["int8"]}) == 3
     assert folders["auto"] == folders[resolve("auto")]  # auto is stored as what it means here
 
 
@@ -71,9 +72,11 @@ def test_fit_in_fp32_and_bf16_through_the_cli(shapes: Path, tmp_path: Path) -> N
         runs[precision] = out
     fp32 = graft("predict", str(runs["fp32"]), str(shapes), "--precision", "fp32", "--format", "json")
     bf16 = graft("predict", str(runs["fp32"]), str(shapes), "--precision", "bf16", "--format", "json")
-    assert fp32.returncode == bf16.returncode == 0, fp32.stderr + bf16.stderr
-    labels = [[row["label"] for row in json.loads(done.stdout)] for done in (fp32, bf16)]
-    assert sum(a == b for a, b in zip(*labels, strict=True)) >= 0.95 * len(labels[0])  # the same predictions, bar a borderline image
+    int8 = graft("predict", str(runs["fp32"]), str(shapes), "--precision", "int8", "--format", "json")
+    assert fp32.returncode == bf16.returncode == int8.returncode == 0, fp32.stderr + bf16.stderr + int8.stderr
+    labels = [[row["label"] for row in json.loads(done.stdout)] for done in (fp32, bf16, int8)]
+    for other in labels[1:]:  # the same predictions, bar a borderline image
+        assert sum(a == b for a, b in zip(labels[0], other, strict=True)) >= 0.95 * len(labels[0])
     assert_user_error(graft("fit", str(shapes), "--precision", "fp16", "--out", str(tmp_path / "bad")), "unknown precision 'fp16'")
 
 
@@ -169,3 +172,59 @@ def test_auto_goes_back_to_eager_when_the_compiled_network_is_slower(monkeypatch
     assert calls == [2, 2, 2]  # the compiling call, then batches 4 and 5; the other six ran eagerly
     monkeypatch.setenv("GRAFT_COMPILE", "off")
     torch.testing.assert_close(outputs, forward_all(backbone, batches, "fp32")[0])
+
+
+def test_an_int8_pass_follows_fp32_and_the_weights_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--precision int8: calibrated on the pass's own images, close to fp32 (not equal), rebuilt every pass."""
+    torch.manual_seed(0)
+    backbone = create_backbone("smallcnn")
+    batches = _odd_batches(backbone, (6, 6, 5))
+    monkeypatch.setenv("GRAFT_COMPILE", "auto")
+    fp32, _ = forward_all(backbone, batches, "fp32")
+    int8, _ = forward_all(backbone, batches, "int8")
+    assert int8.shape == fp32.shape and int8.dtype == torch.float32
+    torch.testing.assert_close(int8[:3], fp32[:3])  # the first batch's outputs come from calibration: fp32
+    assert not torch.allclose(int8[6:], fp32[6:], rtol=1e-3, atol=1e-5)  # the rest really ran in int8
+    assert torch.nn.functional.cosine_similarity(fp32, int8).min() > 0.98
+    with torch.no_grad():  # what a training step does between two passes
+        for parameter in backbone.parameters():
+            parameter.mul_(1.5)
+    changed, _ = forward_all(backbone, batches, "int8")
+    assert torch.nn.functional.cosine_similarity(forward_all(backbone, batches, "fp32")[0], changed).min() > 0.98
+    assert not torch.allclose(changed, int8, rtol=0.1, atol=1e-5)
+    monkeypatch.setenv("GRAFT_COMPILE", "off")
+    with pytest.raises(GraftError, match="--precision int8 runs through torch.compile; drop --compile off"):
+        forward_all(backbone, batches, "int8")
+
+
+def test_auto_keeps_int8_only_where_it_agrees_with_fp32(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A long pass in auto tries int8 on its fourth batch, and compiles floating point where int8 strays."""
+    from graft import inference, quantize
+
+    agreements: list[float] = []
+
+    def measured(module: torch.nn.Module, x: torch.Tensor) -> tuple[object, torch.Tensor, float]:
+        network, outputs, agreement = quantize.quantized(module, x)
+        agreements.append(agreement)
+        return network, outputs, agreement
+
+    monkeypatch.setattr(inference, "quantized", measured)
+    monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 0.0)
+    monkeypatch.setenv("GRAFT_COMPILE", "auto")
+    torch.manual_seed(0)
+    backbone = create_backbone("smallcnn")
+    batches = _odd_batches(backbone, (4,) * 6)
+    fp32, _ = forward_all(backbone, batches, "fp32")
+    assert agreements == []  # fp32 and bf16 passes are never quantized
+    auto, _ = forward_all(backbone, batches, "auto")
+    assert len(agreements) == 1 and agreements[0] >= quantize.AGREEMENT
+    torch.testing.assert_close(auto[12:16], fp32[12:16])  # the fourth batch: calibration and check, in fp32
+    assert torch.nn.functional.cosine_similarity(fp32, auto).min() > 0.98
+    assert "int8 network for this pass" in capsys.readouterr().err
+
+    compiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch, "compile", lambda module, **_: compiled.append(module) or module)  # eager stands in
+    monkeypatch.setattr(inference, "quantized", lambda module, x: (module, module(x), 0.5))  # an int8 copy that strays
+    forward_all(backbone, batches, "auto")
+    assert compiled == [backbone]
+    assert "agree with fp32 to a cosine of 0.500 only (below 0.99): staying in floating point" in capsys.readouterr().err

@@ -17,7 +17,7 @@ class TrainSettings:
     head: str = "linear"  # linear | mlp (dense 128 + ReLU + dropout + dense)
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
     label_smoothing: float = 0.0
-    precision: str = "auto"  # auto | bf16 | fp32: auto is bf16 autocast where the CPU computes bf16 natively
+    precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
 
     def to_dict(self) -> dict[str, Any]:
