@@ -1,8 +1,8 @@
 """An int8 copy of a frozen network for one long forward pass: static post-training quantization.
 
 Why: on CPUs with AVX512-VNNI (or AMX) oneDNN's int8 convolutions do twice the multiply-adds of bf16 per
-instruction. ``make bench`` measured vgg16 at 24 images/s in int8 against 12 in compiled bf16 and 4.8 in
-eager fp32, resnet50 at 82 against 44 and 10. But int8 does not suit every network: EfficientNet-Lite0's
+instruction. ``make bench`` measured vgg16 at 25 images/s in int8 against 11 in compiled bf16 and 4.3 in
+eager fp32, resnet50 at 83 against 40 and 11. But int8 does not suit every network: EfficientNet-Lite0's
 depthwise convolutions with one scale a tensor kept its ImageNet features only to a cosine of 0.95 of
 fp32. So :func:`quantized` measures, on images of the pass it quantizes, how closely the int8 network
 follows fp32, and the caller (:mod:`graft.inference`) keeps it only where that reaches
