@@ -38,7 +38,8 @@ def backbone_key(backbone: Backbone, precision: str = "auto") -> dict:
         "spec": spec,
         "weights_sha256": state_hash(backbone),
         "preprocessing": backbone.preprocessing.to_dict(),
-        "precision": resolve(precision),
+        # auto's long passes may run in int8 (close to fp32, not equal): never served to an explicit fp32 or bf16
+        "precision": f"auto/{resolve(precision)}" if precision == "auto" else resolve(precision),
     }
 
 
