@@ -81,9 +81,9 @@ def measurable_peaks() -> dict[str, torch.dtype]:
     """
     from graft.inference import native_bf16
 
-    fast = {"fp32": True, "bf16": native_bf16(), "int8": getattr(torch.cpu, "_is_vnni_supported", lambda: False)()}
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
-    return {name: dtypes[name] for name, measurable in fast.items() if measurable}
+    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
+    candidates = {"fp32": (torch.float32, True), "bf16": (torch.bfloat16, native_bf16()), "int8": (torch.int8, vnni)}
+    return {name: dtype for name, (dtype, native) in candidates.items() if native}
 
 
 def flops_per_image(model: torch.nn.Module) -> float:
@@ -175,6 +175,7 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
     peaks = {name: matmul_peak(dtype) for name, dtype in measurable_peaks().items()}
     for name, value in peaks.items():
         results.add(f"matmul/{name}_peak", value, "GFLOP/s")
+    floating = resolve("auto")  # what graft's passes run in here when they do not run in int8
     root, samples = real_images(4)  # real images: whether int8 is kept depends on how they quantize
     for name in names:
         torch.manual_seed(0)
@@ -187,7 +188,6 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
         ort = images_per_second(lambda: session.run(None, {"x": x.numpy()}), BATCH, seconds)  # noqa: B023
         with torch.inference_mode():
             agreement = quantized(prepare(backbone).eval(), x)[2]  # the check a long pass makes on its fourth batch
-        floating = resolve("auto")
         precision = "int8" if agreement >= AGREEMENT else floating
         _, short = graft_pass(backbone, x, "off", seconds)
         build_seconds, ours = graft_pass(backbone, x, "on", seconds)

@@ -14,11 +14,11 @@ bf16 (oneDNN would emulate it, slower than fp32), ``auto`` means fp32.
 
 ``torch.compile`` (inductor, weights frozen into the graph: BatchNorm folded into the convolutions,
 activations fused, weights pre-packed) made vgg16 1.0-1.2x and resnet50 1.1-1.2x faster again in
-``make bench`` runs (lite0 not at all), but compiling costs 10-60 s on two cores. So a pass compiles only when its first
-batches predict more than :data:`COMPILE_AFTER_SECONDS` of eager work (a feature cache of a large data
-set, evaluating tens of thousands of images), and keeps the compiled network only if it measures faster;
-``graft --compile on|off`` (``GRAFT_COMPILE``) forces either. Each pass
-compiles afresh: frozen weights must never outlive a training step that changed them.
+``make bench`` runs (lite0 not at all), but compiling costs 10-60 s on two cores. So a pass compiles
+only when its first batches predict more than :data:`COMPILE_AFTER_SECONDS` of eager work (a feature
+cache of a large data set, evaluating tens of thousands of images), and keeps the compiled network only
+if it measures faster; ``graft --compile on|off`` (``GRAFT_COMPILE``) forces either. Each pass compiles
+afresh: frozen weights must never outlive a training step that changed them.
 
 A long pass goes further where the network allows: an int8 copy (:mod:`graft.quantize`) ran vgg16 2.3x
 and resnet50 2.1x faster than compiled bf16 in ``make bench``, but it is kept only where its outputs

@@ -33,13 +33,14 @@ KEY_FILE = "key.json"
 def backbone_key(backbone: Backbone, precision: str = "auto") -> dict:
     """What decides a backbone's features, as JSON: spec without its provenance, weights hash, preprocessing, precision."""
     spec = {k: v for k, v in backbone.spec.items() if k != "weights"}  # where weights came from is not what they are
+    resolved = resolve(precision)
     return {
         "format": FORMAT,
         "spec": spec,
         "weights_sha256": state_hash(backbone),
         "preprocessing": backbone.preprocessing.to_dict(),
         # auto's long passes may run in int8 (close to fp32, not equal): never served to an explicit fp32 or bf16
-        "precision": f"auto/{resolve(precision)}" if precision == "auto" else resolve(precision),
+        "precision": f"auto/{resolved}" if precision == "auto" else resolved,
     }
 
 
