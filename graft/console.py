@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 T = TypeVar("T")
 
@@ -17,8 +18,18 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 
-def log(message: str) -> None:
-    stderr.print(message)
+def log(message: str, style: str = "") -> None:
+    """``message`` on stderr as plain text, in ``style`` if given.
+
+    Never read as rich markup: messages carry paths, class names and exception texts, and a folder named
+    ``[/x]`` or ``[bold]`` must print as itself, not raise ``MarkupError`` or vanish into styling.
+    """
+    stderr.print(Text(message, style=style))
+
+
+def warn(message: str) -> None:
+    """``warning: message`` on stderr, the prefix in yellow, the message as plain text (see :func:`log`)."""
+    stderr.print(Text.assemble(("warning: ", "yellow"), message))
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
@@ -26,7 +37,7 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     if not stderr.is_terminal:
         yield from items
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
         yield from progress.track(items, total=total, description=description)
 

@@ -17,3 +17,11 @@ class Interrupted(KeyboardInterrupt):
     A subclass of KeyboardInterrupt, so code that stops on Ctrl-C still stops; the command line prints
     the message as its one line and exits with 130, the shell's code for SIGINT.
     """
+
+
+class DiskFull(GraftError):
+    """The disk (or the user's quota) ran out while graft wrote a file or made a folder.
+
+    :func:`graft.atomic.replacing` raises it after removing its temporary file, so the file it was
+    replacing is still the previous whole version: a checkpoint or a cache entry is never half written.
+    """

@@ -33,10 +33,9 @@ from contextlib import AbstractContextManager
 from functools import cache
 
 import torch
-from rich.markup import escape
 from torch import nn
 
-from graft.console import log, quiet_torch_notices
+from graft.console import log, quiet_torch_notices, warn
 from graft.errors import GraftError
 from graft.interrupt import check
 from graft.quantize import AGREEMENT, quantized
@@ -165,7 +164,7 @@ class _Runner:
                 _warn("int8 quantization", exc, "--precision bf16")
             else:
                 if self.int8 == "on" or agreement >= AGREEMENT:
-                    log(f"[dim]int8 network for this pass: its outputs agree with fp32 to a cosine of {agreement:.4f}[/]")
+                    log(f"int8 network for this pass: its outputs agree with fp32 to a cosine of {agreement:.4f}", style="dim")
                     self.fast = network
                     return outputs
                 log(f"int8 features agree with fp32 to a cosine of {agreement:.3f} only (below {AGREEMENT}): staying in floating point")
@@ -185,7 +184,7 @@ class _Runner:
 def _warn(what: str, exc: Exception, skip: str) -> None:
     """One line for a faster path that failed: the pass goes on without it."""
     first = (str(exc).splitlines() or [""])[0][:120]
-    log(f"[yellow]warning:[/] {what} failed ({type(exc).__name__}: {escape(first)}); going on without it ({skip} skips the attempt)")
+    warn(f"{what} failed ({type(exc).__name__}: {first}); going on without it ({skip} skips the attempt)")
 
 
 def forward_batches(

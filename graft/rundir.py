@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from graft import __version__
+from graft.atomic import replacing
 from graft.backbones import build_backbone
 from graft.data.transforms import Preprocessing
 from graft.errors import GraftError
@@ -45,10 +46,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Write through a temporary file and a rename, so a reader never sees half a file (see :func:`graft.atomic.replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -59,13 +59,12 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     """Write a safetensors file atomically: a temporary file, flushed to disk, then renamed over ``path``.
 
     A crash (even SIGKILL or a power cut) at any instant leaves either the old file or the new one,
-    never half of one.
+    never half of one; a full disk is a :class:`graft.errors.DiskFull`, with the previous file intact.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def save_run(path: Path, model: GraftModel, config: dict[str, Any]) -> None:

@@ -6,13 +6,15 @@ architecture spec (model, layer), a hash of its weights, the preprocessing, the 
 ran in (bf16 features differ from fp32 ones in the third decimal), and this format's version.
 A changed image has a new content hash and is recomputed; a different backbone, weights, layer or
 preprocessing lands in another folder; the same image under another path or data set is a hit.
-Entries are written to a temporary file and renamed into place, so a crash never leaves half an entry.
+Entries are written to a temporary file and renamed into place, so a crash never leaves half an entry,
+and a full disk stops the pass with :class:`graft.errors.DiskFull`, every finished entry intact.
 """
 
 import hashlib
+import io
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graft.atomic import replacing
 from graft.backbones.base import Backbone
 from graft.backbones.weights import state_hash
 from graft.data.loader import make_loader
@@ -52,15 +55,18 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` whole or not at all, under a temporary name no other process filling the cache uses."""
+    with replacing(path, path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")) as tmp:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(data)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """The ``.npy`` file of ``array`` in memory: NumPy's own file writer fails on a full disk without an errno."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -79,9 +85,7 @@ class FeatureCache:
         self.folder = Path(self.root) / hashlib.sha256(text.encode()).hexdigest()[:24]
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / KEY_FILE).is_file():  # for people looking into the cache, not read back
-            tmp = self.folder / f".{KEY_FILE}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(key, indent=2, sort_keys=True))
-            os.replace(tmp, self.folder / KEY_FILE)
+            _write_atomic(self.folder / KEY_FILE, json.dumps(key, indent=2, sort_keys=True).encode())
 
     def entry(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
@@ -103,9 +107,7 @@ class FeatureCache:
             loader = make_loader(root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers)
             rows = (row for outputs, _ in forward_batches(self.backbone, loader, self.precision) for row in outputs.numpy())
             for i, row in zip(first, rows, strict=True):
-                path = self.entry(digests[i])
-                path.parent.mkdir(exist_ok=True)
-                _write_atomic(path, row)
+                _write_atomic(self.entry(digests[i]), _npy(row))
         return digests
 
     def features(self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

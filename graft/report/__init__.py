@@ -9,7 +9,7 @@ a one-line warning, never the finished run.
 from collections.abc import Callable
 from pathlib import Path
 
-from graft.console import log
+from graft.console import log, warn
 from graft.errors import GraftError
 from graft.report.metrics import COMPARISON, REPORT
 from graft.report.tensorboard import write_tensorboard
@@ -67,7 +67,7 @@ def _safely(what: str, folder: Path, action: Callable[[Path], Path], retry: str)
         log(f"{what}: {written}")
     except Exception as exc:  # noqa: BLE001 - the run is saved already; losing it to a report bug would be worse
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        log(f"[yellow]warning:[/] could not write the {what} for {folder} ({type(exc).__name__}: {first}); retry with '{retry}'")
+        warn(f"could not write the {what} for {folder} ({type(exc).__name__}: {first}); retry with '{retry}'")
 
 
 def after_run(run_dir: Path, *, report: bool = True, tensorboard: bool = False) -> None:

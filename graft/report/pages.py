@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from graft import api
 from graft.errors import GraftError
@@ -109,9 +110,23 @@ def run_page(run_dir: Path) -> Path:
     return render(run_dir / REPORT, kind="graft run", title=run_dir.name, subtitle=subtitle, kpis=_kpis(result), sections=sections, folder=run_dir)
 
 
+def page_link(part: Path) -> str:
+    """The href of the page of ``part``, a sub-folder of the page's folder: a relative path and nothing else.
+
+    Folder names come from the user (and from comparison.json): percent-encoding every character a URL
+    gives meaning to (``:``, ``/``, ``#``, ``?``, ``%``) keeps a folder named ``javascript:alert(1)``
+    a folder, never a scheme, an absolute path or another site.
+    """
+    return f"{quote(part.name, safe='')}/{REPORT}"
+
+
 def comparison_runs(folder: Path) -> list[Path]:
-    """The run directories a comparison wrote, one per strategy, in the comparison's order."""
-    return [Path(folder) / Path(row["run_dir"]).name for row in read_comparison(folder)]
+    """The run directories a comparison wrote, one per strategy, in the comparison's order: sub-folders of ``folder``."""
+    names = [Path(row["run_dir"]).name for row in read_comparison(folder)]
+    for name in names:
+        if name in ("", ".", ".."):
+            raise GraftError(f"{Path(folder) / COMPARISON} names {name!r} as a run directory; the comparison is damaged, run it again")
+    return [Path(folder) / name for name in names]
 
 
 def comparison_page(folder: Path) -> Path:
@@ -120,7 +135,7 @@ def comparison_page(folder: Path) -> Path:
     rows = read_comparison(folder)
     runs = comparison_runs(folder)
     histories = {row["strategy"]: read_metrics(run) for row, run in zip(rows, runs, strict=True)}
-    links = {row["strategy"]: f"{run.name}/{REPORT}" for row, run in zip(rows, runs, strict=True)}
+    links = {row["strategy"]: page_link(run) for row, run in zip(rows, runs, strict=True)}
     best = max(rows, key=lambda r: r["test_accuracy"])
     fastest = min(rows, key=lambda r: r["train_seconds"])
     sections = [
@@ -172,6 +187,6 @@ def experiment_page(folder: Path, parts: list[Path]) -> Path:
         else:
             result = read_result(part)
             rows.append([part.name, "run", f"{result['test_accuracy']:.2%} test accuracy ({result['strategy']}, {result['train_seconds']:,.1f} s)"])
-        links[part.name] = f"{part.name}/{REPORT}"
+        links[part.name] = page_link(part)
     section = Section("Parts", "parts", note="Each part has its own report.", table={"columns": ["part", "kind", "result"], "rows": rows, "links": links})
     return render(folder / REPORT, kind="graft experiment", title=folder.name, subtitle=f"{len(parts)} parts", kpis=[], sections=[section], folder=folder)

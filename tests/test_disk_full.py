@@ -1,0 +1,98 @@
+"""A disk that fills up while graft writes: the previous checkpoint and every finished cache entry survive whole.
+
+Tested on a real, tiny tmpfs (mounting needs root; the tests are skipped, saying so, where it fails).
+"""
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from graft.backbones import SmallCNN
+from graft.data.folder import load_image_set
+from graft.errors import DiskFull
+from graft.features import FeatureCache
+from graft.features.cache import file_hash
+from graft.rundir import write_json
+from graft.train.checkpoint import load_checkpoint, save_checkpoint
+
+ENTRY_PAGES = 2  # a SmallCNN entry: 1,152 float32 and a header, two 4 KiB pages of tmpfs
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system of its own, unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Fill ``disk`` with one file, then free ``leave`` bytes of it; the file, to free the rest later."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as fh:
+        try:
+            while fh.write(bytes(1 << 16)):
+                pass
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.tmp"))
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(disk: Path) -> None:
+    path = disk / "checkpoint.safetensors"
+    first = {"epoch": 1, "weights": torch.arange(16, dtype=torch.float32)}
+    save_checkpoint(path, first)
+    fill(disk)
+    with pytest.raises(DiskFull, match=rf"cannot write {path}: the disk is full"):
+        save_checkpoint(path, {"epoch": 2, "weights": torch.randn(100_000)})
+    kept = load_checkpoint(path)
+    assert kept["epoch"] == 1 and torch.equal(kept["weights"], first["weights"])
+    assert leftovers(disk) == []
+
+
+def test_a_full_disk_keeps_the_previous_json(disk: Path) -> None:
+    path = disk / "result.json"
+    write_json(path, {"accuracy": 0.9})
+    fill(disk)
+    with pytest.raises(DiskFull, match="result.json: the disk is full"):
+        write_json(path, {"rows": ["x" * 1000] * 1000})
+    assert path.read_text() == '{\n  "accuracy": 0.9\n}' and leftovers(disk) == []
+
+
+def test_a_full_disk_keeps_every_finished_cache_entry(disk: Path, shapes: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = SmallCNN().eval()
+    samples = load_image_set(shapes).samples
+    expected, _ = FeatureCache(backbone, "fp32", root=tmp_path / "roomy").features(shapes, samples, batch_size=16)
+    cache = FeatureCache(backbone, "fp32", root=disk / "cache")
+    filler = fill(disk, leave=5 * ENTRY_PAGES * 4096)
+    with pytest.raises(DiskFull, match="the disk is full"):
+        cache.fill(shapes, samples, batch_size=16)
+    written = sorted(cache.folder.rglob("*.npy"))
+    assert 1 <= len(written) < len(samples) and leftovers(disk) == []
+    assert all(cache._complete(path.stem) for path in written)
+    order = [file_hash(shapes / path) for path, _ in samples]
+    for path in written:
+        np.testing.assert_allclose(np.load(path, allow_pickle=False), expected[order.index(path.stem)].numpy(), rtol=1e-5, atol=1e-6)
+    filler.unlink()  # space again: the next pass computes only what is missing
+    again = FeatureCache(backbone, "fp32", root=disk / "cache")
+    features, _ = again.features(shapes, samples, batch_size=16)
+    assert (again.hits, again.misses) == (len(written), len(samples) - len(written))
+    assert torch.allclose(features, expected, rtol=1e-5, atol=1e-6) and leftovers(disk) == []
