@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from graft.advise import advise, stratified_sample
 from scipy.stats import spearmanr
 
 from graft import api
-from graft.advise import advise, stratified_sample
 from graft.backbones import create_backbone
 from graft.data.builtin import BUILTIN
 from graft.data.split import Split, make_split

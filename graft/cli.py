@@ -15,13 +15,17 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from graft import api
 from graft.backbones import DEFAULT_BACKBONE
+from graft.config import FitConfig
 from graft.console import stderr, stdout
 from graft.errors import GraftError, Interrupted
+from graft.evaluation import evaluate as run_evaluate
+from graft.evaluation import predict as run_predict
 from graft.inference import compile_mode
-from graft.train.settings import TrainSettings
+from graft.results import COLUMNS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -60,21 +64,16 @@ Resume = Annotated[bool, typer.Option(help="continue the run in --out from its l
 BadImages = Annotated[str, typer.Option(help="skip: leave unreadable images out (listed in bad_images.json); fail: stop at the first")]
 
 
-def _settings(base: TrainSettings, **given: Any) -> TrainSettings:
-    """``base`` with every option the user gave on the command line."""
-    return TrainSettings.from_dict({**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
-
-
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in columns:
         table.add_column(column.replace("_", " "), justify="left" if column in ("strategy", "class", "path", "label", "name", "weights", "backbone", "layer", "description", "size", "classes", "source", "license") else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*(_format(column, row[column]) for column in columns))
+    for row in rows:  # cells as plain Text: a file or class named "[/x]" is a name, not rich markup
+        table.add_row(*(Text(_format(column, row[column])) for column in columns))
     return table
 
 
@@ -101,9 +100,6 @@ def _everywhere(
     if compile is not None:
         os.environ["GRAFT_COMPILE"] = compile  # the environment reaches compare's spawned workers too
     compile_mode()  # an unknown value is an error now, not after the data scan
-
-
-COMPARE_COLUMNS = ["strategy", "test_accuracy", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb"]
 
 
 @app.command()
@@ -134,22 +130,22 @@ def fit(
     as_json: Json = False,
 ) -> None:
     """Graft a new head onto a backbone and train it with one strategy."""
-    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class, precision=precision)
-    options = {"unfreeze": unfreeze, "freeze_first": freeze_first}
+    config = FitConfig.create(
+        data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
+        per_class=per_class, bad_images=bad_images,
+    )  # fmt: skip
     with _say_how_to_resume():
-        outcome = api.fit(
-            data, classes=classes, backbone=backbone, strategy=strategy, out=out, settings=settings, overwrite=overwrite,
-            weights=weights, layer=layer, strategy_options=options, resume=resume, bad_images=bad_images, report=report, tensorboard=tensorboard,
-        )  # fmt: skip
-    _print_fit("fit", outcome, as_json)
+        run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
+    _print_fit("fit", run, as_json)
 
 
 @app.command()
 def resume(run: Annotated[Path, typer.Argument(help="a run directory holding checkpoint.safetensors")], as_json: Json = False) -> None:
     """Continue an interrupted fit from its last checkpoint, with the options that started it."""
     with _say_how_to_resume():
-        outcome = api.resume(run)
-    _print_fit("resume", outcome, as_json)
+        resumed = api.resume(run)
+    _print_fit("resume", resumed, as_json)
 
 
 @contextmanager
@@ -166,11 +162,11 @@ def _say_how_to_resume() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def _print_fit(command: str, outcome: api.FitOutcome, as_json: bool) -> None:
+def _print_fit(command: str, run: api.Run, as_json: bool) -> None:
     if as_json:
-        _emit_json(outcome.to_dict())
+        _emit_json(run.result.to_dict())
     else:
-        stdout.print(_table(f"graft {command} -> {outcome.run_dir}", [outcome.to_dict()], COMPARE_COLUMNS))
+        stdout.print(_table(f"graft {command} -> {run.path}", [run.result.to_dict()], COLUMNS))
 
 
 @app.command()
@@ -191,13 +187,13 @@ def pretrain(
     """Train graft's small CNN from scratch, to use later as a source model (--backbone RUN_DIR)."""
     from graft.experiments import PRETRAIN
 
-    settings = _settings(PRETRAIN, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision)
+    config = FitConfig.create(
+        data, classes=classes, backbone="smallcnn", strategy="scratch", settings=PRETRAIN,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision,
+    )  # fmt: skip
     with _say_how_to_resume():
-        outcome = api.fit(data, classes=classes, backbone="smallcnn", strategy="scratch", out=out, settings=settings, overwrite=overwrite)
-    if as_json:
-        _emit_json(outcome.to_dict())
-    else:
-        stdout.print(_table(f"graft pretrain -> {outcome.run_dir}", [outcome.to_dict()], COMPARE_COLUMNS))
+        run = api.fit(config, out=out, overwrite=overwrite)
+    _print_fit("pretrain", run, as_json)
 
 
 @app.command()
@@ -226,19 +222,19 @@ def compare(
     as_json: Json = False,
 ) -> None:
     """Run several strategies on the same split and print one table."""
-    from graft.compare import compare as run_compare
+    from graft.comparison import compare as run_compare
 
-    settings = _settings(TrainSettings(), epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, per_class=per_class, precision=precision)
     names = [s.strip() for s in strategies.split(",") if s.strip()]
-    options = {"unfreeze": unfreeze, "freeze_first": freeze_first}
-    rows = run_compare(
-        data, names, classes=classes, backbone=backbone, out=out, settings=settings, overwrite=overwrite,
-        weights=weights, layer=layer, strategy_options=options, report=report, tensorboard=tensorboard,
+    results = run_compare(
+        data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
+        classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class,
     )  # fmt: skip
+    rows = [r.to_dict() for r in results]
     if as_json:
-        _emit_json([{k: row[k] for k in COMPARE_COLUMNS} for row in rows])
+        _emit_json(rows)
     else:
-        stdout.print(_table(f"graft compare: {data} {classes or ''}".strip(), rows, COMPARE_COLUMNS))
+        stdout.print(_table(f"graft compare: {data} {classes or ''}".strip(), rows, COLUMNS))
 
 
 @app.command()
@@ -251,18 +247,19 @@ def evaluate(
     as_json: Json = False,
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a saved run."""
-    result = api.evaluate(run, data, classes, part, precision=precision or "auto")
+    result = run_evaluate(run, data, classes, part, precision=precision or "auto")
     if as_json:
-        _emit_json(result)
+        _emit_json(result.to_dict())
         return
-    stdout.print(f"{result['run_dir']}: accuracy {result['accuracy']:.2%}, loss {result['loss']:.4f} on {result['images']} images ({result['part']})")
-    stdout.print(_table("per class", result["per_class"], ["class", "precision", "recall", "support"]))
+    stdout.print(Text(f"{result.run_dir}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {result.images} images ({result.part})"))
+    rows = [{"class": c.name, "precision": c.precision, "recall": c.recall, "support": c.support} for c in result.per_class]
+    stdout.print(_table("per class", rows, ["class", "precision", "recall", "support"]))
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
     matrix.add_column("")
-    for name in result["classes"]:
-        matrix.add_column(name, justify="right")
-    for name, row in zip(result["classes"], result["confusion_matrix"], strict=True):
-        matrix.add_row(name, *map(str, row))
+    for name in result.classes:
+        matrix.add_column(Text(name), justify="right")
+    for name, row in zip(result.classes, result.confusion_matrix, strict=True):
+        matrix.add_row(Text(name), *map(str, row))
     stdout.print(matrix)
 
 
@@ -283,12 +280,10 @@ def predict(
     from graft.rundir import write_text
 
     fmt = output_format(fmt, output, as_json)
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise GraftError(f"--threshold {threshold} is not a probability; give a value between 0 and 1")
     inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]
     if not inputs:
         raise GraftError("no images given; name image files or folders, or pass --from-list FILE")
-    rows = api.predict(run, inputs, top_k, threshold, precision or "auto")
+    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto")]
     if fmt == "table":
         columns = ["path", "label", "probability", *(["low_confidence"] if threshold is not None else [])]
         stdout.print(_table(f"graft predict ({run})", rows, columns))
@@ -298,7 +293,7 @@ def predict(
         sys.stdout.write(text)
     else:
         write_text(output, text)
-        stderr.print(f"{len(rows)} predictions -> {output}")
+        stderr.print(Text(f"{len(rows)} predictions -> {output}"))
 
 
 @app.command()
@@ -311,8 +306,8 @@ def report(
 
     if tensorboard:
         for events in tensorboard_events(folder):
-            stderr.print(f"TensorBoard events: {events}")
-    stdout.print(str(write_report(folder)))
+            stderr.print(Text(f"TensorBoard events: {events}"))
+    stdout.print(Text(str(write_report(folder))))
 
 
 @app.command()
@@ -329,7 +324,7 @@ def export(
     if as_json:
         _emit_json(written)
     else:
-        stdout.print(f"{written['model']}\n{written['preprocessing']}")
+        stdout.print(Text(f"{written['model']}\n{written['preprocessing']}"))
 
 
 @app.command()
@@ -353,8 +348,8 @@ def experiment(
         _emit_json(result)
         return
     source = result["source"]
-    stdout.print(f"source model: {source['test_accuracy']:.2%} test accuracy, {source['train_seconds']:.0f}s, {source['epochs']} epochs -> {source['run_dir']}")
-    stdout.print(_table(f"graft experiment {name}", result["target"], result.get("columns", COMPARE_COLUMNS)))
+    stdout.print(Text(f"source model: {source['test_accuracy']:.2%} test accuracy, {source['train_seconds']:.0f}s, {source['epochs']} epochs -> {source['run_dir']}"))
+    stdout.print(_table(f"graft experiment {name}", result["target"], result.get("columns", COLUMNS)))
 
 
 @app.command()
@@ -368,19 +363,19 @@ def advise(
     as_json: Json = False,
 ) -> None:
     """Score backbones and cut points on your images (LogME, linear probe) and recommend what to train."""
-    from graft.advise import advise as run_advise
-    from graft.advise import fit_command, run_recommendation
+    from graft.advice import advise as run_advise
+    from graft.advice import fit_command, run_recommendation
 
     names = [b.strip() for b in backbones.split(",") if b.strip()]
     advice = run_advise(data, names, classes=classes, max_images=max_images, seed=seed or 0)
     result = advice.to_dict()
     if run:
-        result["run"] = run_recommendation(advice, seed=seed or 0).to_dict()
+        result["run"] = run_recommendation(advice, seed=seed or 0).result.to_dict()
     if as_json:
         _emit_json(result)
         return
     sizes = result["data"]
-    stdout.print(f"{data}: {sizes['images']:,} images in {len(sizes['classes'])} classes; scored on {sizes['sampled_images']:,} of {sizes['train_images']:,} training images")
+    stdout.print(Text(f"{data}: {sizes['images']:,} images in {len(sizes['classes'])} classes; scored on {sizes['sampled_images']:,} of {sizes['train_images']:,} training images"))
     stdout.print(_table("images per class", [{"class": c, "images": n} for c, n in sizes["images_per_class"].items()], ["class", "images"]))
     rows = [{**r, "layer": "output" if r["layer"] is None else f"layer {r['layer']}", "logme": r["score"]} for r in result["candidates"]]
     stdout.print(_table("candidates (LogME: higher is better)", rows, ["backbone", "layer", "dims", "logme", "probe_accuracy"]))
@@ -390,7 +385,7 @@ def advise(
     stdout.print(f"why: {escape(rec['reason'])}")
     stdout.print(f"how sure: {escape(rec['confidence']['summary'])}")
     if run:
-        stdout.print(_table(f"graft fit -> {result['run']['run_dir']}", [result["run"]], COMPARE_COLUMNS))
+        stdout.print(_table(f"graft fit -> {result['run']['run_dir']}", [result["run"]], COLUMNS))
 
 
 @app.command()

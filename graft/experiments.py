@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from graft import api
-from graft.compare import COLUMNS, compare, write_table
+from graft.comparison import compare, write_table
 from graft.console import log
+from graft.results import COLUMNS
 from graft.train.settings import TrainSettings
 
 # Source pretraining recipe: augmentation and a hidden dense layer make features that transfer.
@@ -17,11 +18,11 @@ PRETRAIN = TrainSettings(epochs=15, head="mlp", augment="light", patience=4)
 
 def split_digits(out: Path, overwrite: bool = False) -> dict[str, Any]:
     """Pretrain the small CNN on digits 0-6, then compare frozen, full and scratch on digits 7-9."""
-    log("[bold]split-digits[/]: pretraining the small CNN on digits 0-6")
+    log("split-digits: pretraining the small CNN on digits 0-6", style="bold")
     source = api.fit("digits", classes="0-6", backbone="smallcnn", strategy="scratch", out=out / "source", settings=PRETRAIN, overwrite=overwrite)
-    log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-6 in {source.train_seconds:.0f}s; transferring to 7-9")
+    log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-6 in {source.result.train_seconds:.0f}s; transferring to 7-9")
     rows = compare("digits", ["frozen", "full", "scratch"], classes="7-9", backbone=str(out / "source"), out=out / "target", overwrite=overwrite)
-    return {"source": source.to_dict(), "target": rows}
+    return {"source": source.to_dict(), "target": [row.to_dict() for row in rows]}
 
 
 # Learning-curve experiments: one comparison per number of training images a class (None: all of them).
@@ -51,10 +52,10 @@ def sweep(
         size = "all" if per_class is None else str(per_class)
         settings = replace(base, per_class=per_class)
         for label, backbone, strategies, options in arms:
-            log(f"[bold]{size} training images a class[/]: {label} {', '.join(strategies)}")
+            log(f"{size} training images a class: {label} {', '.join(strategies)}", style="bold")
             target = out / f"per-class-{size}" / label.replace("/", "-")
-            compared = compare(data, strategies, classes=classes, backbone=backbone, out=target, settings=settings, strategy_options=options, overwrite=overwrite)
-            rows += [{"per_class": size, "backbone": label, **row} for row in compared]
+            compared = compare(data, strategies, classes=classes, backbone=backbone, out=target, settings=settings, overwrite=overwrite, **(options or {}))
+            rows += [{"per_class": size, "backbone": label, **row.to_dict()} for row in compared]
             write_table(out, rows, SWEEP_COLUMNS, name="experiment")
     return rows
 
@@ -66,10 +67,10 @@ def split_fashion(out: Path, overwrite: bool = False) -> dict[str, Any]:
     where transfer beats training from scratch, and where the gap closes.
     """
     start = time.perf_counter()
-    log("[bold]split-fashion[/]: pretraining the small CNN on Fashion-MNIST classes 0-4 (27,000 training images)")
+    log("split-fashion: pretraining the small CNN on Fashion-MNIST classes 0-4 (27,000 training images)", style="bold")
     settings = replace(PRETRAIN, epochs=2)  # 2 x 27,000 images: a CPU budget of a few minutes
     source = api.fit("fashion", classes="0-4", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
-    log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-4 in {source.train_seconds:.0f}s; transferring to 5-9")
+    log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-4 in {source.result.train_seconds:.0f}s; transferring to 5-9")
     arms = [("smallcnn/fashion0-4", str(out / "source"), ["frozen", "full", "scratch"], None)]
     # All (about 5,400 a class) gets 2 epochs: a CPU budget, enough for the end of the curve.
     sizes = {10: FEW, 100: SOME, 1000: MANY, None: replace(MANY, epochs=2)}
@@ -89,10 +90,10 @@ def devanagari(out: Path, overwrite: bool = False) -> dict[str, Any]:
     head; (4) the small CNN trained from scratch.
     """
     start = time.perf_counter()
-    log("[bold]devanagari[/]: pretraining the small CNN on the ten digits")
+    log("devanagari: pretraining the small CNN on the ten digits", style="bold")
     settings = replace(PRETRAIN, epochs=5)  # 4,000 training digits: a CPU budget
     source = api.fit("digits", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
-    log(f"source model: {source.test_accuracy:.2%} test accuracy on digits in {source.train_seconds:.0f}s")
+    log(f"source model: {source.test_accuracy:.2%} test accuracy on digits in {source.result.train_seconds:.0f}s")
     arms = [
         (IMAGENET, IMAGENET, ["features", "finetune"], {"unfreeze": IMAGENET_UNFREEZE}),
         ("smallcnn/digits", str(out / "source"), ["frozen", "scratch"], None),

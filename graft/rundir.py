@@ -13,20 +13,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from graft import __version__
 from graft.atomic import replacing
 from graft.backbones import build_backbone
 from graft.data.transforms import Preprocessing
 from graft.errors import GraftError
 from graft.model import HEADS, GraftModel
+from graft.version import __version__
 
 CONFIG, WEIGHTS, METRICS, RESULT = "config.json", "model.safetensors", "metrics.jsonl", "result.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the run description (graft.config.FitConfig) under "fit"
 
 
 @dataclass
-class Run:
-    """A loaded run: its folder, its saved settings and the model, ready to predict."""
+class SavedRun:
+    """A run loaded from its folder: the saved config (a dict, as written) and the model, ready to predict."""
 
     path: Path
     config: dict[str, Any]
@@ -125,7 +125,7 @@ def _check_config(file: Path, config: dict[str, Any]) -> None:
         raise GraftError(f"{file}: 'preprocessing' is unusable ({exc}); the run directory is damaged, train it again") from exc
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path) -> SavedRun:
     """Rebuild the architecture from the config and fill in the safetensors weights."""
     path = Path(path)
     config = read_config(path)
@@ -143,4 +143,4 @@ def load_run(path: Path) -> Run:
         first = str(exc).strip().splitlines()[0]
         raise GraftError(f"weights in {path / WEIGHTS} do not fit the architecture in {CONFIG}: {first}") from exc
     model.eval()
-    return Run(path=path, config=config, model=model)
+    return SavedRun(path=path, config=config, model=model)

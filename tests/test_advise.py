@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from graft.advise import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
 
 from graft import advise as advise_module
-from graft.advise import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
 from graft.backbones import SmallCNN, TimmBackbone, create_backbone
 from graft.data.folder import load_image_set
 from graft.data.loader import make_loader

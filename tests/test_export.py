@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from graft import api
+from graft import api, evaluation
 from graft.data.loader import make_loader
 from graft.data.split import SPLIT_FILE, Split
 from graft.errors import GraftError
@@ -71,7 +71,7 @@ def test_preprocessing_json_is_enough_to_predict_without_graft(run: Path, onnx_f
 
     logits = session.run(None, {spec["input_name"]: np.stack([preprocess(f) for f in files])})[0]
     labels = [spec["classes"][i] for i in logits.argmax(1)]
-    assert labels == [row["label"] for row in api.predict(run, files)]
+    assert labels == [row["label"] for row in [p.to_dict() for p in evaluation.predict(run, files)]]
 
 
 def test_torchscript_from_the_cli_gives_grafts_logits(run: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graft import api
+from graft import api, evaluation
 from graft.errors import GraftError
 from graft.predictions import output_format, read_list, to_csv
 from graft.train.settings import TrainSettings
@@ -25,7 +25,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_csv_has_top_k_and_the_low_confidence_flag(run: Path) -> None:
     shapes = run.parent / "shapes"
-    rows = api.predict(run, [shapes / "ring"], top_k=2, threshold=0.9)
+    rows = [p.to_dict() for p in evaluation.predict(run, [shapes / "ring"], top_k=2, threshold=0.9)]
     table = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert list(table[0]) == ["path", "label", "probability", "low_confidence", "label_2", "probability_2"]
     assert len(table) == 10 and [r["path"] for r in table] == [r["path"] for r in rows]
@@ -33,7 +33,7 @@ def test_csv_has_top_k_and_the_low_confidence_flag(run: Path) -> None:
         assert line["label"] == row["label"] and float(line["probability"]) == row["probability"]
         assert line["label_2"] == row["top"][1]["label"] and float(line["probability_2"]) >= 0
         assert line["low_confidence"] == str(row["probability"] < 0.9)
-    assert "low_confidence" not in to_csv(api.predict(run, [shapes / "ring" / "000.png"]))
+    assert "low_confidence" not in to_csv([p.to_dict() for p in evaluation.predict(run, [shapes / "ring" / "000.png"])])
 
 
 def test_format_follows_the_output_suffix_and_refuses_contradictions(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from graft.compare import compare
 
 from graft import api, report
-from graft.compare import compare
 from graft.errors import GraftError
 from graft.report import pages, write_report
 from graft.train.settings import TrainSettings

@@ -13,13 +13,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data as skdata
 
-from graft.backbones import TimmBackbone, build_backbone, create_backbone
+from graft.backbones import TimmBackbone, build_backbone
 from graft.backbones.weights import PACKAGED, load_state, read_state_file
 from graft.data.folder import load_image_set
 from graft.data.split import make_split
 from graft.data.transforms import build_transform
 from graft.errors import GraftError
 from graft.model import GraftModel
+from graft.sources import create_backbone
 from graft.strategies import get_strategy
 from graft.strategies.transfer import parameterised_layers
 from graft.train.settings import TrainSettings

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save, save_file
 
-from graft import api
-from graft.backbones import SmallCNN, create_backbone
+from graft import api, evaluation
+from graft.backbones import SmallCNN
 from graft.errors import GraftError
 from graft.model import GraftModel
 from graft.rundir import CONFIG, WEIGHTS, load_run, read_config, save_run
+from graft.sources import create_backbone
 from graft.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 
 
@@ -49,7 +50,7 @@ def test_pickle_bearing_files_are_refused_without_running(tmp_path: Path) -> Non
     with pytest.raises(GraftError, match=f"cannot load the model in {run}"):
         load_run(run)
     with pytest.raises(GraftError, match="cannot load the model"):
-        api.predict(run, [tmp_path])
+        evaluation.predict(run, [tmp_path])
     (run / CHECKPOINT).write_bytes(evil.read_bytes())  # as a checkpoint to resume
     with pytest.raises(GraftError, match=f"cannot read checkpoint {run / CHECKPOINT}"):
         api.resume(run)

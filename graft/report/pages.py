@@ -5,16 +5,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from graft import api
 from graft.errors import GraftError
+from graft.evaluation import evaluate_test_split
 from graft.report import charts
 from graft.report.metrics import COMPARISON, REPORT, read_comparison, read_metrics, read_result
 from graft.report.page import Section, render, thumbnail
+from graft.results import COLUMNS
 from graft.rundir import read_config
 
 GALLERY_SIZE = 12
-COMPARE_COLUMNS = ["strategy", "test_accuracy", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb"]
-NUMERIC = COMPARE_COLUMNS[1:] + ["precision", "recall", "support", "accuracy"]
+NUMERIC = [*COLUMNS[1:], "precision", "recall", "support", "accuracy"]
 
 
 def _fmt(column: str, value: Any) -> str:
@@ -45,31 +45,31 @@ def _settings_section(config: dict[str, Any]) -> Section:
         return value if isinstance(value, str) else json.dumps(value)
 
     cards = [("classes", [(str(i), name) for i, name in enumerate(config["classes"])])] if len(config["classes"]) <= 20 else []
-    for group in ("data", "strategy", "settings", "backbone", "head", "preprocessing"):
-        value = config.get(group)
-        if isinstance(value, dict):
-            cards.append((group, [(key, show(v)) for key, v in value.items()]))
+    fit = config.get("fit") or {}
+    cards.append(("run", [(key, show(v)) for key, v in fit.items() if not isinstance(v, dict)]))
+    groups = {"strategy options": fit.get("strategy_options"), "training": fit.get("settings"), **{k: config.get(k) for k in ("backbone", "head", "preprocessing")}}
+    cards += [(name, [(key, show(v)) for key, v in value.items()]) for name, value in groups.items() if isinstance(value, dict) and value]
     return Section("Settings", "settings", note="From config.json: what it takes to train this run again.", cards=cards)
 
 
 def _test_sections(run_dir: Path) -> list[Section]:
     """Confusion matrix, per-class precision/recall and the confident mistakes, on the run's test split."""
     try:
-        evaluation = api.evaluate_test_split(run_dir, per_image=True)
+        evaluation = evaluate_test_split(run_dir, per_image=True)
     except GraftError as exc:
         note = f"The test images could not be read again ({exc}); the confusion matrix and the gallery need them."
         return [Section("Test split", "test", note=note)]
-    classes, rows = evaluation["classes"], evaluation["per_class"]
-    wrong = sorted((p for p in evaluation["per_image"] if p["true"] != p["predicted"]), key=lambda p: -p["probability"])
+    classes, rows = evaluation.classes, [{"class": c.name, "precision": c.precision, "recall": c.recall, "support": c.support} for c in evaluation.per_class]
+    wrong = sorted((p for p in evaluation.per_image or [] if p["true"] != p["predicted"]), key=lambda p: -p["probability"])
     gallery = [{**p, "src": thumbnail(Path(p["path"])), "name": Path(p["path"]).name} for p in wrong[:GALLERY_SIZE]]
-    n = evaluation["images"]
+    n = evaluation.images
     return [
         Section(
             "Confusion matrix",
             "confusion",
             note=f"{n} test images the model never trained on; rows are the true class, columns the predicted one. "
-            f"Accuracy {evaluation['accuracy']:.2%}.",
-            chart=charts.confusion_matrix(evaluation["confusion_matrix"], classes),
+            f"Accuracy {evaluation.accuracy:.2%}.",
+            chart=charts.confusion_matrix(evaluation.confusion_matrix, classes),
         ),
         Section(
             "Precision and recall per class",
@@ -96,7 +96,8 @@ def run_page(run_dir: Path) -> Path:
     """The page of one run: headline figures, learning curves, test-split analysis, settings."""
     run_dir = Path(run_dir)
     config, result, records = read_config(run_dir), read_result(run_dir), read_metrics(run_dir)
-    strategy = config.get("strategy", {}).get("name", "?")
+    fit = config.get("fit") or {}
+    strategy = fit.get("strategy", "?")
     backbone = config["backbone"].get("name", config["backbone"].get("kind", "?"))
     curves = Section(
         "Learning curves",
@@ -105,8 +106,7 @@ def run_page(run_dir: Path) -> Path:
         chart=charts.learning_curves(records) if records else None,
     )
     sections = [curves, *_test_sections(run_dir), _settings_section(config)]
-    data = config.get("data") or {}
-    subtitle = f"{backbone} backbone · {strategy} strategy · {len(config['classes'])} classes of {data.get('source', '?')}"
+    subtitle = f"{backbone} backbone · {strategy} strategy · {len(config['classes'])} classes of {fit.get('data', '?')}"
     return render(run_dir / REPORT, kind="graft run", title=run_dir.name, subtitle=subtitle, kpis=_kpis(result), sections=sections, folder=run_dir)
 
 
@@ -149,7 +149,7 @@ def comparison_page(folder: Path) -> Path:
             "Results",
             "table",
             note="Test accuracy on the shared test split; peak memory is each strategy's own process. Click a strategy for its full report.",
-            table={"columns": COMPARE_COLUMNS, "rows": [[_fmt(c, r[c]) for c in COMPARE_COLUMNS] for r in rows], "links": links, "numeric": NUMERIC},
+            table={"columns": list(COLUMNS), "rows": [[_fmt(c, r[c]) for c in COLUMNS] for r in rows], "links": links, "numeric": NUMERIC},
         ),
         Section("Validation accuracy per epoch", "val", chart=charts.validation_by_strategy(histories)),
     ]

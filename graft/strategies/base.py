@@ -38,10 +38,6 @@ class Strategy(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
 
-    def options(self) -> dict[str, Any]:
-        """The strategy's own settings, saved in the run config (empty for most)."""
-        return {}
-
     def prepare(self, model: GraftModel) -> None:
         """Change the model before training; most strategies keep the transferred weights as they are."""
 

@@ -1,7 +1,5 @@
 """Transfer strategies beyond the basic three: bottleneck features, partial fine-tuning, LP-FT."""
 
-from typing import Any
-
 from torch import nn
 
 from graft.errors import GraftError
@@ -48,9 +46,6 @@ class Finetune(Strategy):
         if (unfreeze is not None and unfreeze < 1) or (freeze_first is not None and freeze_first < 0):
             raise GraftError(f"--unfreeze must be at least 1 and --freeze-first at least 0 (got {unfreeze if freeze_first is None else freeze_first})")
         self.unfreeze, self.freeze_first = unfreeze, freeze_first
-
-    def options(self) -> dict[str, Any]:
-        return {"unfreeze": self.unfreeze, "freeze_first": self.freeze_first}
 
     def trainable_backbone(self, model: GraftModel) -> list[nn.Module]:
         if self.unfreeze is not None:

@@ -1,7 +1,15 @@
-"""Training settings: one small dataclass, a comment on each default."""
+"""How to train: one small dataclass, a comment on each default, checked in one place.
+
+The run description (:class:`graft.config.FitConfig`) holds one of these; the trainer needs nothing else.
+"""
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from graft.data.transforms import AUGMENTATIONS
+from graft.errors import GraftError
+from graft.inference import PRECISIONS, compile_mode
+from graft.model import HEADS
 
 
 @dataclass
@@ -12,7 +20,7 @@ class TrainSettings:
     backbone_lr_scale: float = 0.1  # transferred layers learn this much slower than the head
     weight_decay: float = 1e-4
     patience: int = 3  # stop a phase after this many epochs without a lower validation loss
-    seed: int = 0  # seeds weights, shuffling and augmentation: same seed, same run
+    seed: int = 0  # seeds the split, weights, shuffling and augmentation: same seed, same run
     augment: str = "none"  # none | light | strong, training images only
     head: str = "linear"  # linear | mlp (dense 128 + ReLU + dropout + dense)
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
@@ -25,5 +33,46 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainSettings":
+        """Settings from a dict; a key that is not a setting is an error, not silently dropped."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        if unknown := sorted(set(raw) - names):
+            raise GraftError(f"unknown training setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(names))}")
+        return cls(**raw)
+
+    def validate(self) -> "TrainSettings":
+        """Every value in its range, checked before any work starts; returns ``self``."""
+        _check(self.epochs, int, "--epochs", minimum=1)
+        _check(self.batch_size, int, "--batch-size", minimum=1)
+        _check(self.lr, float, "--lr", above=0)
+        _check(self.backbone_lr_scale, float, "backbone_lr_scale", minimum=0)
+        _check(self.weight_decay, float, "weight_decay", minimum=0)
+        _check(self.patience, int, "patience", minimum=1)
+        _check(self.seed, int, "--seed", minimum=0)
+        _check(self.workers, int, "--workers", minimum=0)
+        _check(self.label_smoothing, float, "label_smoothing", minimum=0)
+        if self.label_smoothing >= 1:
+            raise GraftError(f"label_smoothing {self.label_smoothing} must be below 1")
+        if self.per_class is not None:
+            _check(self.per_class, int, "--per-class", minimum=1)
+        _choice(self.augment, AUGMENTATIONS, "--augment")
+        _choice(self.head, HEADS, "--head")
+        _choice(self.precision, PRECISIONS, "--precision")
+        if self.precision == "int8" and compile_mode() == "off":
+            raise GraftError("--precision int8 runs through a compiled network; drop --compile off (or GRAFT_COMPILE=off), or choose bf16 or fp32")
+        return self
+
+
+def _check(value: Any, kind: type, name: str, minimum: float | None = None, above: float | None = None) -> None:
+    """``value`` is a number of ``kind`` (an int passes for a float, a bool never) within its bound."""
+    accepted = (int, float) if kind is float else (int,)
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        raise GraftError(f"{name} must be {'a number' if kind is float else 'a whole number'}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise GraftError(f"{name} {value} is out of range; give at least {minimum:g}")
+    if above is not None and value <= above:
+        raise GraftError(f"{name} {value} is out of range; give a value above {above:g}")
+
+
+def _choice(value: Any, choices: tuple[str, ...], name: str) -> None:
+    if value not in choices:
+        raise GraftError(f"unknown {name} '{value}'; choose {', '.join(choices)}")

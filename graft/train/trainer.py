@@ -63,7 +63,9 @@ def apply_freezing(model: GraftModel, phase: Phase) -> None:
 
 
 @dataclass
-class FitResult:
+class TrainResult:
+    """What training did: epochs run, seconds spent, parameters trained, and one record per epoch."""
+
     epochs: int
     train_seconds: float
     trainable_params: int = 0  # parameters trained in at least one phase
@@ -122,8 +124,8 @@ def reshuffle(loader: DataLoader, seed: int) -> None:
 class Trainer:
     """Fits a model with a strategy; writes one JSON line per epoch to ``metrics_path`` if given.
 
-    With ``checkpoint_path`` it saves everything needed to continue after every epoch (with ``request``,
-    the arguments that started the run, so ``graft resume`` can repeat them); ``fit(..., resume=state)``
+    With ``checkpoint_path`` it saves everything needed to continue after every epoch (with ``config``,
+    the run description that started it, so ``graft resume`` can repeat it); ``fit(..., resume=state)``
     continues from such a checkpoint and ends with the same weights as a run that was never stopped.
     """
 
@@ -133,16 +135,16 @@ class Trainer:
         metrics_path: Path | None = None,
         log: Callable[[str], None] | None = None,
         checkpoint_path: Path | None = None,
-        request: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ):
         self.settings = settings
         self.metrics_path = metrics_path
         self.log = log or (lambda message: None)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         self.checkpoint_path = checkpoint_path
-        self.request = request or {}
+        self.config = config or {}
 
-    def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> FitResult:
+    def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> TrainResult:
         start = time.perf_counter()
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         strategy.prepare(model)
@@ -159,7 +161,7 @@ class Trainer:
                 progress.next_phase()
         model.eval()
         history = progress.history
-        return FitResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history)
+        return TrainResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history)
 
     def _restore(self, model: GraftModel, state: dict[str, Any], phases: list[Phase]) -> Progress:
         """Model weights, RNG states and progress from a checkpoint; metrics.jsonl rewritten to match it."""
@@ -241,7 +243,7 @@ class Trainer:
             return
         saved = {**vars(progress), "seconds": progress.seconds + time.perf_counter() - start}
         state = {
-            "request": self.request,
+            "config": self.config,
             "phases": self._phase_names,
             "progress": saved,
             "model": model.state_dict(),
@@ -267,3 +269,18 @@ class Trainer:
             f"val loss {val.loss:.4f} acc {val.accuracy:.2%} · {seconds:.1f}s"
         )
         return record
+
+
+def train_model(
+    model: GraftModel, strategy: Strategy, split: Split, settings: TrainSettings | None = None, log: Callable[[str], None] | None = None
+) -> TrainResult:
+    """Train ``model`` with ``strategy`` on ``split``, in memory: no run directory, no checkpoint.
+
+    The lower rung under :func:`graft.fit`, for people who build their own model and split (a benchmark, a
+    notebook experiment); the same trainer, the same phases, the same seeding.
+
+        >>> result = train_model(GraftModel(SmallCNN(), 3), get_strategy("frozen"), split, TrainSettings(epochs=2))  # doctest: +SKIP
+    """
+    settings = (settings or TrainSettings()).validate()
+    seed_everything(settings.seed)
+    return Trainer(settings, log=log).fit(model, strategy, split)

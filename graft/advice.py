@@ -37,14 +37,15 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from graft import api
-from graft.backbones import RANDOM, Backbone, TimmBackbone, create_backbone
+from graft.backbones import RANDOM, Backbone, TimmBackbone
 from graft.console import log
+from graft.data.dataset import load_data
 from graft.data.loader import make_loader
 from graft.data.split import Split, make_split
 from graft.errors import GraftError
 from graft.features import cached_features
 from graft.inference import forward_all
-from graft.train.settings import TrainSettings
+from graft.sources import create_backbone
 from graft.transferability import logme, probe_accuracy
 
 SMALL_PER_CLASS = 100  # training images per class below which a head on frozen features beats fine-tuning
@@ -247,7 +248,7 @@ def advise(
         raise GraftError("--backbones is empty; give one or more backbones, e.g. smallcnn,runs/digits-0to6")
     if max_images < 10:
         raise GraftError(f"--max-images {max_images} is too few to score anything; give at least 10 (default {MAX_IMAGES})")
-    split = split or make_split(api.load_data(data, classes), seed=seed)
+    split = split or make_split(load_data(data, classes), seed=seed)
     counts = Counter(split.classes[y] for _, y in [*split.train, *split.val, *split.test])
     per_class = len(split.train) / len(split.classes)
     sample = stratified_sample(split.train, max_images, seed)
@@ -343,9 +344,7 @@ def fit_command(advice: Advice) -> list[str]:
     return args
 
 
-def run_recommendation(advice: Advice, seed: int = 0) -> api.FitOutcome:
+def run_recommendation(advice: Advice, seed: int = 0) -> api.Run:
     """Train what ``advice`` recommends with :func:`graft.api.fit`, on the split the advice sampled from."""
     rec = advice.recommendation
-    return api.fit(
-        advice.data["data"], classes=advice.data["selection"], backbone=rec["backbone"], strategy=rec["strategy"], layer=rec["layer"], settings=TrainSettings(seed=seed)
-    )
+    return api.fit(advice.data["data"], classes=advice.data["selection"], backbone=rec["backbone"], strategy=rec["strategy"], layer=rec["layer"], seed=seed)

@@ -1,0 +1,201 @@
+"""A saved run at work: its figures on a data set (:func:`evaluate`) and its labels for new images (:func:`predict`).
+
+Both feed images through the preprocessing saved in the run's ``config.json``, the same that ``graft
+export`` writes into ``preprocessing.json``: a run predicts the same way wherever it is used.
+"""
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from graft.data.dataset import load_data
+from graft.data.folder import ImageSet
+from graft.data.images import is_image_file
+from graft.data.loader import make_loader
+from graft.data.split import SPLIT_FILE, Split
+from graft.data.transforms import Preprocessing
+from graft.errors import GraftError
+from graft.inference import forward_all, resolve
+from graft.rundir import SavedRun, load_run
+
+EVAL_BATCH = 128
+PARTS = ("auto", "test", "all")
+
+
+def logits_of(
+    model: torch.nn.Module, root: str | Path, samples: list[tuple[str, int]], preprocessing: Preprocessing, precision: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, labels)`` of ``samples`` (paths relative to ``root``) through ``model``, in order."""
+    loader = make_loader(Path(root), samples, preprocessing, batch_size=EVAL_BATCH)
+    return forward_all(model, loader, precision)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+@dataclass
+class ClassScore:
+    name: str
+    precision: float
+    recall: float
+    support: int
+
+
+@dataclass
+class Evaluation:
+    """A run's figures on a set of images: accuracy, loss, per-class precision/recall, the confusion matrix.
+
+    ``per_image`` (when asked for) lists each image's path, true and predicted class and confidence: what
+    the report's gallery of confident mistakes is made from.
+    """
+
+    run_dir: str
+    part: str  # "test": the run's own test split; "all": every image of the data given
+    images: int
+    accuracy: float
+    loss: float
+    classes: list[str]
+    per_class: list[ClassScore]
+    confusion_matrix: list[list[int]]
+    per_image: list[dict[str, Any]] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        if self.per_image is None:
+            del result["per_image"]
+        return result
+
+
+@dataclass
+class Prediction:
+    """One image's top labels, most probable first; ``low_confidence`` only when a threshold was given."""
+
+    path: str
+    label: str
+    probability: float
+    top: list[dict[str, Any]]  # [{"label", "probability"}, ...], k of them
+    low_confidence: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        if self.low_confidence is None:
+            del row["low_confidence"]
+        return row
+
+
+def score(run: SavedRun, root: str | Path, samples: list[tuple[str, int]], part: str, per_image: bool = False, precision: str = "auto") -> Evaluation:
+    """The :class:`Evaluation` of ``run`` on ``samples`` under ``root`` (labels in the run's class order)."""
+    root = Path(root)
+    logits, labels = logits_of(run.model, root, samples, run.preprocessing, precision)
+    predicted = logits.argmax(1).numpy()
+    indices = range(len(run.classes))
+    precisions, recalls, _, support = precision_recall_fscore_support(labels.numpy(), predicted, labels=indices, zero_division=0)
+    images = None
+    if per_image:
+        confidence = logits.softmax(1).max(1).values
+        images = [
+            {"path": str(root / path), "true": run.classes[y], "predicted": run.classes[p], "probability": round(float(c), 6)}
+            for (path, y), p, c in zip(samples, predicted, confidence, strict=True)
+        ]
+    return Evaluation(
+        run_dir=str(run.path),
+        part=part,
+        images=len(samples),
+        accuracy=accuracy(logits, labels),
+        loss=torch.nn.functional.cross_entropy(logits, labels).item(),
+        classes=run.classes,
+        per_class=[
+            ClassScore(c, float(p), float(r), int(n)) for c, p, r, n in zip(run.classes, precisions, recalls, support, strict=True)
+        ],
+        confusion_matrix=confusion_matrix(labels.numpy(), predicted, labels=indices).tolist(),
+        per_image=images,
+    )
+
+
+def _matching_samples(run: SavedRun, images: ImageSet) -> list[tuple[str, int]]:
+    """``images``' samples relabelled to the run's class order; an error if the class sets differ."""
+    if set(images.classes) != set(run.classes):
+        raise GraftError(
+            f"run {run.path} was trained on classes {', '.join(run.classes)} but the data has {', '.join(images.classes)}; "
+            "select the same classes with --classes or evaluate a run trained on these"
+        )
+    order = {name: i for i, name in enumerate(run.classes)}
+    return [(path, order[images.classes[label]]) for path, label in images.samples]
+
+
+def _test_samples(run: SavedRun, split: Split) -> list[tuple[str, int]]:
+    """The split's test images, labelled in the run's class order."""
+    return [(p, run.classes.index(split.classes[y])) for p, y in split.test]
+
+
+def evaluate(
+    run_dir: Path, data: str, classes: str | None = None, part: str = "auto", per_image: bool = False, precision: str = "auto"
+) -> Evaluation:
+    """The figures of a saved run on ``data``.
+
+    ``part="auto"`` evaluates on the run's own test split when ``data`` is the data set it was trained on
+    (all of it would include training images), and on every image otherwise.
+    """
+    if part not in PARTS:
+        raise GraftError(f"unknown part '{part}'; choose {', '.join(PARTS)}")
+    resolve(precision)  # an unknown precision is an error before the data scan, not after it
+    run = load_run(run_dir)
+    images = load_data(data, classes)
+    samples = _matching_samples(run, images)
+    split_file = Path(run_dir) / SPLIT_FILE
+    if part != "all" and split_file.is_file():
+        split = Split.load(split_file)
+        if Path(split.root).resolve() == images.root.resolve():
+            return score(run, split.root, _test_samples(run, split), "test", per_image, precision)
+    if part == "test":
+        raise GraftError(f"run {run_dir} has no test split for {data}; use --part all")
+    return score(run, images.root, samples, "all", per_image, precision)
+
+
+def evaluate_test_split(run_dir: Path, per_image: bool = False, precision: str = "auto") -> Evaluation:
+    """:func:`evaluate` on the run's own test split, read from its ``split.json`` (no scan of the data set)."""
+    run = load_run(run_dir)
+    split = Split.load(Path(run_dir) / SPLIT_FILE)
+    return score(run, split.root, _test_samples(run, split), "test", per_image, precision)
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """Expand files and folders (recursively) into image files, in a stable order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise GraftError(f"{path} does not exist; give image files or folders of images")
+    if not found:
+        raise GraftError(f"no images found in {', '.join(map(str, paths))}")
+    return found
+
+
+def predict(run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float | None = None, precision: str = "auto") -> list[Prediction]:
+    """Top-``top_k`` labels with probabilities for each image under ``paths``.
+
+    With ``threshold``, each prediction says whether its top probability falls below it
+    (``low_confidence``), so the images a person should look at can be picked out of a large batch.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise GraftError(f"--top-k {top_k} is out of range; list at least 1 label per image")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise GraftError(f"--threshold {threshold} is not a probability; give a value between 0 and 1")
+    resolve(precision)
+    run = load_run(run_dir)
+    files = image_files(paths)
+    logits, _ = logits_of(run.model, Path("/"), [(str(p.resolve()), 0) for p in files], run.preprocessing, precision)
+    top = logits.softmax(1).topk(min(top_k, len(run.classes)), dim=1)
+    predictions = []
+    for path, probs, indices in zip(files, top.values, top.indices, strict=True):
+        ranked = [{"label": run.classes[int(i)], "probability": round(float(p), 6)} for p, i in zip(probs, indices, strict=True)]
+        low = None if threshold is None else ranked[0]["probability"] < threshold
+        predictions.append(Prediction(str(path), ranked[0]["label"], ranked[0]["probability"], ranked, low))
+    return predictions

@@ -1,0 +1,30 @@
+"""What one fit produced, as one typed record: the row of every table, ``result.json`` and ``--json``."""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class RunResult:
+    """Where the run is, how well it does on its test split, and what it cost."""
+
+    run_dir: str
+    strategy: str
+    test_accuracy: float
+    test_loss: float
+    train_seconds: float
+    epochs: int
+    trainable_params: int
+    total_params: int
+    peak_memory_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunResult":
+        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+
+
+# The columns of every table of results (CLI, comparison.csv, report), in this order.
+COLUMNS = ("strategy", "test_accuracy", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb")
