@@ -4,7 +4,7 @@ and, for passes long enough to pay for it, an int8 or a compiled copy of the net
 Every strategy inherits it: feature extraction (``features``, ``frozen``, ``lpft``'s probe, ``advise``),
 validation, ``predict`` and ``evaluate`` run through :func:`forward_all`, and training steps through
 :func:`autocast`. ``make bench`` measures each choice against plain eager fp32 timm (the code a user
-writes by hand) and ONNX Runtime; see the README's "Speed" section for the figures behind the default.
+writes by hand) and ONNX Runtime; see docs/speed.md for the figures behind the default.
 
 Why these two and not more: on AVX512-BF16 (and AMX) CPUs oneDNN's bf16 convolutions and matrix
 products run at two to three times the fp32 rate, and channels-last is the layout they want, so the
