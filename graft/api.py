@@ -19,9 +19,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from graft.backbones import DEFAULT_BACKBONE, create_backbone
 from graft.console import log
 from graft.data.builtin import dataset_root
-from graft.data.folder import BAD_IMAGES, ImageSet, load_image_set
 from graft.data.images import is_image_file
+from graft.data.imageset import BAD_IMAGES, ImageSet
 from graft.data.loader import make_loader
+from graft.data.sources import load_image_set
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.errors import GraftError, Interrupted
 from graft.inference import forward_all, resolve
