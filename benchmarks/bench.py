@@ -218,7 +218,7 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
 def real_images(per_class: int) -> tuple[Path, list[tuple[str, int]]]:
     """``per_class`` images a class of Fashion-MNIST's training part (the photos set without the package)."""
     from graft.data.builtin import dataset_root
-    from graft.data.folder import load_image_set
+    from graft.data.sources import load_image_set
     from graft.data.split import subsample
     from graft.errors import GraftError
 
@@ -279,7 +279,7 @@ def end_to_end(results: Results, name: str, per_class: int, seconds: float) -> N
 def finetune(results: Results, per_class: int, epochs: int) -> None:
     from graft.api import _accuracy, _logits
     from graft.backbones import create_backbone
-    from graft.data.folder import load_image_set
+    from graft.data.sources import load_image_set
     from graft.data.split import make_split, subsample
     from graft.model import GraftModel
     from graft.strategies import get_strategy
@@ -312,7 +312,7 @@ from dataclasses import replace
 from pathlib import Path
 from graft.api import peak_memory_mb
 from graft.backbones import create_backbone
-from graft.data.folder import load_image_set
+from graft.data.sources import load_image_set
 from graft.features import FeatureCache
 images = load_image_set(Path(sys.argv[1]), bad_images="skip")
 samples = images.samples[: int(sys.argv[2])]

@@ -43,8 +43,8 @@ def main() -> None:
 
     from graft.backbones import TimmBackbone
     from graft.data.builtin import dataset_root
-    from graft.data.folder import load_image_set
     from graft.data.loader import make_loader
+    from graft.data.sources import load_image_set
     from graft.data.split import make_split
     from graft.inference import forward_all
     from graft.model import GraftModel

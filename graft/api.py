@@ -21,7 +21,7 @@ import torch
 from graft.config import FitConfig
 from graft.console import log
 from graft.data.dataset import load_data
-from graft.data.folder import BAD_IMAGES
+from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.errors import DiskFull, GraftError, Interrupted
 from graft.evaluation import Evaluation, Prediction, accuracy, evaluate, logits_of, predict

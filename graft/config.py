@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from graft.backbones import DEFAULT_BACKBONE
-from graft.data.folder import BAD_IMAGE_POLICIES
+from graft.data.imageset import BAD_IMAGE_POLICIES
 from graft.errors import GraftError
 from graft.strategies import STRATEGIES, every_strategy_option, get_strategy, strategy_options
 from graft.strategies.base import Strategy

@@ -12,8 +12,8 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from graft.data.dataset import load_data
-from graft.data.folder import ImageSet
 from graft.data.images import is_image_file
+from graft.data.imageset import ImageSet
 from graft.data.loader import make_loader
 from graft.data.split import SPLIT_FILE, Split
 from graft.data.transforms import Preprocessing

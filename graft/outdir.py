@@ -13,7 +13,7 @@ from pathlib import Path
 
 from graft.atomic import full_disk_errno
 from graft.console import warn
-from graft.data.folder import BAD_IMAGES
+from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE
 from graft.errors import DiskFull, GraftError
 from graft.export import EXPORT_DIR, FORMATS, PREPROCESSING

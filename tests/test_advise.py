@@ -10,8 +10,8 @@ from graft.advise import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_feature
 
 from graft import advise as advise_module
 from graft.backbones import SmallCNN, TimmBackbone, create_backbone
-from graft.data.folder import load_image_set
 from graft.data.loader import make_loader
+from graft.data.sources import load_image_set
 from graft.features import FeatureCache
 from graft.inference import forward_all
 from tests.test_cli import assert_user_error, graft

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from graft import cli
-from graft.data.folder import load_image_set
 from graft.data.images import load_image
+from graft.data.sources import load_image_set
+from graft.errors import GraftError
 from tests.conftest import draw_shape, make_shapes
 from tests.test_cli import graft
 
@@ -130,6 +131,89 @@ def test_fit_with_skip_runs_through_the_whole_corpus(tmp_path: Path) -> None:
     assert report["empty_classes"] == ["empty"]
     predicted = graft("predict", str(run), str(data / "bar" / USABLE[-2]), "--json")
     assert predicted.returncode == 0 and json.loads(predicted.stdout)[0]["path"].endswith(USABLE[-2])
+
+
+# What a CSV row can name that a folder cannot: a file that is not there, one outside the CSV's folder, no class.
+CSV_CASES = {
+    "truncated image": "truncated",
+    "missing file": "missing file",
+    "../ path": "outside the CSV's folder",
+    "absolute path outside": "outside the CSV's folder",
+    "empty label": "empty label",
+}
+
+
+def shapes_csv(root: Path, per_class: int = 4) -> Path:
+    """``root/list.csv`` listing the shapes data set in ``root/shapes``, paths relative to the CSV's folder."""
+    data = make_shapes(root / "shapes", per_class=per_class)
+    rows = [f"shapes/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
+    (root / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return root / "list.csv"
+
+
+def add_bad_row(csv: Path, case: str) -> str:
+    """Append the bad row ``case`` to ``csv``; the path the row names, as written. Outside images exist."""
+    folder, shape = csv.parent, draw_shape("ring", np.random.default_rng(2))
+    label = "ring"
+    if case == "truncated image":
+        add_corpus(folder / "shapes" / "bar", "truncated.jpg")
+        path = "shapes/bar/truncated.jpg"
+    elif case == "missing file":
+        path = "shapes/ring/gone.png"
+    elif case == "../ path":
+        shape.save(folder.parent / "outside.png")
+        path = "../outside.png"
+    elif case == "absolute path outside":
+        shape.save(folder.parent / "elsewhere.png")
+        path = str(folder.parent / "elsewhere.png")
+    else:  # an empty label
+        shape.save(folder / "shapes" / "unlabelled.png")
+        path, label = "shapes/unlabelled.png", ""
+    with csv.open("a") as fh:
+        fh.write(f"{path},{label}\n")
+    return path
+
+
+def test_skip_leaves_bad_csv_rows_out_and_lists_each_with_its_reason(tmp_path: Path) -> None:
+    csv = shapes_csv(tmp_path / "data")
+    written = [add_bad_row(csv, case) for case in CSV_CASES]
+    images = load_image_set(csv)
+    assert images.classes == ["bar", "cross", "ring"] and len(images.samples) == 12
+    assert all((images.root / p).resolve().is_relative_to(csv.parent) for p, _ in images.samples)
+    assert [p for p, _ in images.bad] == written  # in the order of the rows, as the CSV writes them
+    for (path, why), reason in zip(images.bad, CSV_CASES.values(), strict=True):
+        assert reason in why, (path, why)
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_fail_refuses_a_bad_csv_row_naming_it_its_line_and_the_fix(tmp_path: Path, case: str) -> None:
+    csv = shapes_csv(tmp_path / "data")
+    path = add_bad_row(csv, case)
+    with pytest.raises(GraftError) as refused:
+        load_image_set(csv, bad_images="fail")
+    message = str(refused.value)
+    assert path in message and CSV_CASES[case] in message and "line 14" in message, message  # header, 12 rows, then this one
+    assert "or pass --bad-images skip" in message and "\n" not in message
+
+
+def test_a_csv_class_with_no_usable_row_is_an_error_under_skip(tmp_path: Path) -> None:
+    csv = shapes_csv(tmp_path / "data")
+    with csv.open("a") as fh:
+        fh.write("shapes/cat/gone.png,cat\n")
+    with pytest.raises(GraftError, match=r"class 'cat' in \S+list.csv has 1 image file\(s\) and none can be read \(gone.png: missing file\)"):
+        load_image_set(csv)
+
+
+@pytest.mark.slow
+def test_fit_on_a_csv_writes_its_bad_rows_to_bad_images_json(tmp_path: Path) -> None:
+    csv = shapes_csv(tmp_path / "data", per_class=12)
+    written = [add_bad_row(csv, case) for case in CSV_CASES]
+    run = tmp_path / "run"
+    fitted = graft("fit", str(csv), "--backbone", "smallcnn", "--strategy", "scratch", "--epochs", "1", "--batch-size", "8", "--out", str(run))
+    assert fitted.returncode == 0, fitted.stderr
+    report = json.loads((run / "bad_images.json").read_text())
+    assert report["policy"] == "skip" and report["count"] == len(CSV_CASES)
+    assert [p for p, _ in report["images"]] == written and "missing file" in dict(report["images"])["shapes/ring/gone.png"]
 
 
 def modes(tmp_path: Path) -> dict[str, Path]:

@@ -3,15 +3,18 @@
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from graft.data.builtin import dataset_root
-from graft.data.folder import load_image_set, parse_classes
+from graft.data.imageset import parse_classes
 from graft.data.loader import make_loader
+from graft.data.sources import load_image_set
 from graft.data.split import Split, make_split
 from graft.data.transforms import Preprocessing
 from graft.errors import GraftError
+from tests.conftest import draw_shape
 
 
 def test_folder_scan_ignores_hidden_and_non_images(shapes: Path) -> None:
@@ -81,6 +84,18 @@ def test_digits_builtin_is_real_mnist() -> None:
     images = load_image_set(dataset_root("digits"), "7-9")
     assert images.classes == ["7", "8", "9"]
     assert Counter(images.labels()) == {0: 500, 1: 500, 2: 500}
+
+
+def test_a_local_folder_named_like_a_builtin_is_the_users_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    for kind in ("bar", "ring"):
+        (tmp_path / "digits" / kind).mkdir(parents=True)
+        for i in range(3):
+            draw_shape(kind, rng).save(tmp_path / "digits" / kind / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert dataset_root("digits") == Path("digits")
+    images = load_image_set(dataset_root("digits"))
+    assert images.classes == ["bar", "ring"] and len(images.samples) == 6
 
 
 def test_loader_yields_normalised_tensors_in_the_backbone_format(shapes: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from graft.backbones import SmallCNN
-from graft.data.folder import load_image_set
+from graft.data.sources import load_image_set
 from graft.errors import DiskFull
 from graft.features import FeatureCache
 from graft.features.cache import file_hash

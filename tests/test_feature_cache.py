@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from graft.data.folder import load_image_set
+from graft.data.sources import load_image_set
 from graft.data.split import make_split
 from graft.features import FeatureCache, cached_features
 from graft.model import GraftModel

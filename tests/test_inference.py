@@ -11,8 +11,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from graft.backbones import create_backbone
-from graft.data.folder import load_image_set
 from graft.data.loader import make_loader
+from graft.data.sources import load_image_set
 from graft.data.transforms import build_transform
 from graft.errors import GraftError
 from graft.features import FeatureCache

@@ -147,6 +147,24 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_sigkill_with_workers_and_augmentation_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Augmentation in DataLoader workers: the resumed epochs must draw what the uninterrupted run's drew."""
+    data = make_shapes(tmp_path / "shapes", per_class=12)
+    args = ["fit", str(data), "--backbone", "smallcnn", "--strategy", "full", "--augment", "light", "--workers", "2", "--epochs", "3", "--batch-size", "8"]
+    reference = graft(*args, "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "graft", *args, "--out", str(run)], stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: lines(run / "metrics.jsonl") >= 1, process)  # epoch 1 is checkpointed
+    process.kill()
+    process.wait()
+    assert not (run / "result.json").exists(), "the run finished before it could be killed; give it more data"
+    resumed = graft("resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run, tmp_path / "reference")
+
+
+@pytest.mark.slow
 def test_ctrl_c_writes_nothing_half_and_prints_how_to_resume(tmp_path: Path) -> None:
     data = make_shapes(tmp_path / "shapes", per_class=30)
     run = tmp_path / "run"

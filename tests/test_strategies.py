@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from graft.backbones import SmallCNN
-from graft.data.folder import load_image_set
+from graft.data.sources import load_image_set
 from graft.data.split import make_split
 from graft.model import GraftModel
 from graft.strategies import STRATEGIES, get_strategy

@@ -15,7 +15,7 @@ from skimage import data as skdata
 
 from graft.backbones import TimmBackbone, build_backbone
 from graft.backbones.weights import PACKAGED, load_state, read_state_file
-from graft.data.folder import load_image_set
+from graft.data.sources import load_image_set
 from graft.data.split import make_split
 from graft.data.transforms import build_transform
 from graft.errors import GraftError

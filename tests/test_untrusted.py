@@ -169,7 +169,7 @@ def test_damaged_checkpoints_give_only_graft_errors(document: Any, tensors: dict
 def test_boundary_errors_name_the_value(tmp_path: Path) -> None:
     import shutil
 
-    from graft.data.folder import load_image_set
+    from graft.data.sources import load_image_set
     from graft.data.split import make_split
     from tests.conftest import make_shapes
 

@@ -130,10 +130,15 @@ BUILTIN: dict[str, BuiltinDataset] = {
 
 
 def dataset_root(name_or_path: str) -> Path:
-    """The image folder behind a built-in data set name (built on first use) or a user's path."""
+    """The user's path, or the image folder behind a built-in data set name (built on first use).
+
+    A path that exists wins over a built-in of the same name: a user's ``./digits`` folder is their data,
+    and training on MNIST instead would be a silent, plausible-looking wrong result.
+    """
+    path = Path(name_or_path).expanduser()
     builtin = BUILTIN.get(name_or_path)
-    if builtin is None:
-        return Path(name_or_path).expanduser()
+    if builtin is None or path.exists():
+        return path
     root = cache_dir() / "datasets" / builtin.name
     if not root.exists():
         # Build beside the target and rename, so an interrupted build never leaves a half data set behind.

@@ -2,7 +2,8 @@
 
 from graft.console import warn
 from graft.data.builtin import dataset_root
-from graft.data.folder import ImageSet, load_image_set
+from graft.data.imageset import ImageSet
+from graft.data.sources import load_image_set
 
 
 def load_data(data: str, classes: str | None = None, bad_images: str = "skip") -> ImageSet:

@@ -38,7 +38,10 @@ def make_loader(
     """A DataLoader over ``samples``; under torch.distributed each process gets its own shard.
 
     The shuffle order comes from a generator seeded with ``seed``, so two runs with the same seed see the
-    same batches, which is what makes a comparison between strategies fair.
+    same batches, which is what makes a comparison between strategies fair. Workers are started afresh
+    each epoch (not persistent): each new set draws its base seed, which seeds the torch, ``random`` and
+    NumPy generators that augmentation uses in the workers, from that generator, so reseeding it before an
+    epoch makes the epoch's augmentation a function of that seed alone, and a resumed run repeats it.
     """
     dataset = ImageDataset(root, samples, pre.channels, build_transform(pre, augment))
     sampler = None
@@ -53,5 +56,4 @@ def make_loader(
         sampler=sampler,
         num_workers=workers,
         generator=generator,
-        persistent_workers=workers > 0,
     )

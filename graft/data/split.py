@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from graft.data.folder import ImageSet
+from graft.data.imageset import ImageSet
 from graft.errors import GraftError
 
 SPLIT_FILE = "split.json"
