@@ -21,15 +21,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from graft.advise import advise, stratified_sample
 from scipy.stats import spearmanr
 
 from graft import api
-from graft.backbones import create_backbone
+from graft.advice import advise, stratified_sample
 from graft.data.builtin import BUILTIN
+from graft.data.dataset import load_data
 from graft.data.split import Split, make_split
 from graft.errors import GraftError
 from graft.experiments import PRETRAIN
+from graft.sources import create_backbone
 from graft.train.settings import TrainSettings
 
 # Source models: small CNNs pretrained on part of a data set (a graft run directory each), and for how many
@@ -70,7 +71,7 @@ def capped_split(data: str, classes: str | None, per_class: int | None) -> Split
     Validation only picks the best epoch; capping it keeps a 224x224 backbone's ten validation passes on
     Fashion-MNIST's 3,000 held-out images from dominating the run, and every candidate gets the same images.
     """
-    split = make_split(api.load_data(data, classes), seed=FINETUNE.seed)
+    split = make_split(load_data(data, classes), seed=FINETUNE.seed)
     if per_class is None:
         return split
     cap = per_class * len(split.classes)

@@ -167,10 +167,10 @@ def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds
 def feature_speed(results: Results, names: list[str], seconds: float, images: int = 70_000) -> None:
     import timm
 
-    from graft.backbones import create_backbone
     from graft.data.loader import make_loader
     from graft.inference import prepare, resolve
     from graft.quantize import AGREEMENT, quantized
+    from graft.sources import create_backbone
 
     peaks = {name: matmul_peak(dtype) for name, dtype in measurable_peaks().items()}
     for name, value in peaks.items():
@@ -234,9 +234,9 @@ def agreement(results: Results, names: list[str], per_class: int) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from graft.backbones import create_backbone
     from graft.data.loader import make_loader
     from graft.inference import forward_all
+    from graft.sources import create_backbone
 
     root, samples = real_images(per_class)
     for name in names:
@@ -261,9 +261,9 @@ def agreement(results: Results, names: list[str], per_class: int) -> None:
 
 
 def end_to_end(results: Results, name: str, per_class: int, seconds: float) -> None:
-    from graft.backbones import create_backbone
     from graft.features import FeatureCache
     from graft.inference import forward_all
+    from graft.sources import create_backbone
 
     root, samples = real_images(per_class)
     backbone = create_backbone(name, weights="random")
@@ -277,14 +277,15 @@ def end_to_end(results: Results, name: str, per_class: int, seconds: float) -> N
 
 
 def finetune(results: Results, per_class: int, epochs: int) -> None:
-    from graft.api import _accuracy, _logits
-    from graft.backbones import create_backbone
     from graft.data.sources import load_image_set
     from graft.data.split import make_split, subsample
+    from graft.evaluation import accuracy as test_accuracy
+    from graft.evaluation import logits_of
     from graft.model import GraftModel
+    from graft.sources import create_backbone
     from graft.strategies import get_strategy
     from graft.train.settings import TrainSettings
-    from graft.train.trainer import Trainer, seed_everything
+    from graft.train.trainer import seed_everything, train_model
 
     root, _ = real_images(per_class)
     split = make_split(load_image_set(root), seed=0, per_class=per_class)
@@ -296,9 +297,9 @@ def finetune(results: Results, per_class: int, epochs: int) -> None:
         model = GraftModel(create_backbone("tf_efficientnet_lite0"), len(split.classes))
         with tempfile.TemporaryDirectory() as home:
             os.environ["GRAFT_HOME"] = home
-            fitted = Trainer(settings).fit(model, get_strategy("finetune", unfreeze=2), split)
+            fitted = train_model(model, get_strategy("finetune", unfreeze=2), split, settings)
         seconds[precision] = fitted.train_seconds / fitted.epochs
-        accuracy[precision] = _accuracy(*_logits(model, root, split.test, precision)) * 100
+        accuracy[precision] = test_accuracy(*logits_of(model, root, split.test, model.backbone.preprocessing, precision)) * 100
     results.add("finetune/tf_efficientnet_lite0/epoch_seconds_fp32", seconds["fp32"], "s")
     results.add("finetune/tf_efficientnet_lite0/epochs_per_hour_graft_vs_fp32", 3600 / seconds["auto"], "epochs/h", 3600 / seconds["fp32"])
     results.add("finetune/tf_efficientnet_lite0/test_accuracy_fp32", accuracy["fp32"], "%")
@@ -310,8 +311,8 @@ MEMORY_CHILD = """
 import sys, tempfile
 from dataclasses import replace
 from pathlib import Path
-from graft.api import peak_memory_mb
-from graft.backbones import create_backbone
+from graft.memory import peak_memory_mb
+from graft.sources import create_backbone
 from graft.data.sources import load_image_set
 from graft.features import FeatureCache
 images = load_image_set(Path(sys.argv[1]), bad_images="skip")

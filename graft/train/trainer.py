@@ -146,8 +146,8 @@ class Trainer:
 
     def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> TrainResult:
         start = time.perf_counter()
+        strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights need the layout too
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
-        strategy.prepare(model)
         phases = strategy.phases(model, self.settings)
         trained = {id(p): p.numel() for phase in phases for g in phase.groups for p in g["params"]}
         self._phase_names = [phase.name for phase in phases]
