@@ -23,7 +23,7 @@ from graft.rundir import CONFIG, METRICS, RESULT, WEIGHTS
 from graft.train.checkpoint import CHECKPOINT
 
 # Files that only graft makes: one of them (anywhere in the tree) is what marks a folder as graft's.
-# experiment.* and comparison.csv are graft.compare.write_table's (a run's, a comparison's, an experiment's table).
+# experiment.* and comparison.csv are graft.comparison.write_table's (a run's, a comparison's, an experiment's table).
 MARKERS = frozenset({CONFIG, CHECKPOINT, SPLIT_FILE, COMPARISON, "experiment.json", "experiment.csv"})
 FILES = MARKERS | {WEIGHTS, METRICS, RESULT, BAD_IMAGES, REPORT, "comparison.csv"}
 # What graft.export writes (ONNX moves weights over 2 GB into MODEL.data) and what TensorBoard's writer names its files.

@@ -1,5 +1,6 @@
 """Shared fixtures: a private graft cache, and small real image folders made on the fly."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,12 @@ from PIL import Image, ImageDraw
 
 @pytest.fixture(scope="session", autouse=True)
 def graft_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Point graft's cache at a folder shared by this run's workers, never the user's ~/.cache."""
-    home = tmp_path_factory.getbasetemp().parent / "graft-home"
+    """Point graft's cache at a folder shared by this run's workers (and no other run), never the user's ~/.cache.
+
+    Under xdist each worker's base folder sits in the run's own folder; without it the base folder is the run's.
+    """
+    base = tmp_path_factory.getbasetemp()
+    home = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "graft-home"
     home.mkdir(exist_ok=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("GRAFT_HOME", str(home))

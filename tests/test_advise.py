@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graft.advise import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
+from graft.advice import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
 
 from graft import advise as advise_module
 from graft.backbones import SmallCNN, TimmBackbone, create_backbone

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from graft.compare import compare
+from graft.comparison import compare
 
 from graft import api, report
 from graft.errors import GraftError
