@@ -50,7 +50,11 @@ def test_fit_writes_a_self_contained_report(run: Path) -> None:
     wrong = sorted((p for p in evaluation["per_image"] if p["true"] != p["predicted"]), key=lambda p: -p["probability"])
     thumbnails = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', html)
     assert thumbnails == [p["path"] for p in wrong[: pages.GALLERY_SIZE]]  # the surest mistakes, surest first
-    assert '"lr": 0.001' not in html and "0.001" in html  # settings shown as saved, not rounded away
+    section = re.search(r'<section id="settings">(.*?)</section>', html, re.DOTALL)  # the page's own markup, not plotly.js
+    card = re.search(r'<div class="card"><h3>settings</h3><dl>(.*?)</dl>', section[1] if section else "")
+    assert card, "the settings card is missing"
+    shown = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", card[1]))
+    assert shown["lr"] == "0.001" and shown["epochs"] == "2"  # settings shown as saved, not rounded away
 
 
 def test_tensorboard_events_hold_every_epoch(run: Path) -> None:
