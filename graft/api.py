@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from graft.atomic import write_json
 from graft.config import FitConfig
 from graft.console import log
 from graft.data.dataset import load_data
@@ -31,7 +32,7 @@ from graft.outdir import prepare_out
 from graft.report import after_run, write_report
 from graft.report.metrics import read_metrics
 from graft.results import RunResult
-from graft.rundir import METRICS, RESULT, SavedRun, load_run, read_config, save_run, write_json
+from graft.rundir import METRICS, RESULT, SavedRun, load_run, read_config, save_run
 from graft.sources import create_backbone
 from graft.train.checkpoint import CHECKPOINT, load_checkpoint
 from graft.train.trainer import Trainer, seed_everything

@@ -5,11 +5,13 @@ sibling and renamed over its target: a crash, a Ctrl-C or a full disk leaves the
 """
 
 import errno
+import json
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from graft.errors import DiskFull
 
@@ -39,7 +41,33 @@ def replacing(path: Path, tmp: Path | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        code = full_disk_errno(exc)
-        if code is not None:
-            raise DiskFull(f"cannot write {path}: the disk is full ({os.strerror(code)}); free some space") from exc
+        if (full := disk_full(path, exc)) is not None:
+            raise full from exc
+        raise
+
+
+def disk_full(path: Path, exc: BaseException) -> DiskFull | None:
+    """The :class:`DiskFull` to raise for ``exc`` while writing ``path``, if a full disk caused it."""
+    code = full_disk_errno(exc)
+    return None if code is None else DiskFull(f"cannot write {path}: the disk is full ({os.strerror(code)}); free some space")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (a log such as ``metrics.jsonl``); a full disk is :class:`DiskFull`, not a traceback."""
+    try:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        if (full := disk_full(path, exc)) is not None:
+            raise full from exc
         raise

@@ -276,8 +276,8 @@ def predict(
     precision: Precision = None,
 ) -> None:
     """Label images with a saved run: a table, or CSV/JSON with the top-k labels and probabilities."""
+    from graft.atomic import write_text
     from graft.predictions import output_format, read_list, to_csv, to_json
-    from graft.rundir import write_text
 
     fmt = output_format(fmt, output, as_json)
     inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]

@@ -5,11 +5,13 @@ strategy inherits another's warmed-up caches or random state; all of them read t
 """
 
 import csv
+import io
 import multiprocessing
 from pathlib import Path
 from typing import Any
 
 from graft import api
+from graft.atomic import write_json, write_text
 from graft.config import FitConfig
 from graft.data.dataset import load_data
 from graft.data.split import SPLIT_FILE, Split, make_split
@@ -17,7 +19,6 @@ from graft.errors import GraftError
 from graft.outdir import prepare_out
 from graft.report import after_comparison
 from graft.results import COLUMNS, RunResult
-from graft.rundir import write_json
 from graft.sources import create_backbone
 from graft.strategies import every_strategy_option, strategy_options
 
@@ -76,7 +77,8 @@ def compare(
 
 def write_table(out: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS, name: str = COMPARISON) -> None:
     write_json(out / f"{name}.json", rows)
-    with (out / f"{name}.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*columns, "run_dir"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=[*columns, "run_dir"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / f"{name}.csv", table.getvalue())

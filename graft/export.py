@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from graft.atomic import write_json
 from graft.errors import GraftError
-from graft.rundir import load_run, write_json
+from graft.rundir import load_run
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 PREPROCESSING = "preprocessing.json"

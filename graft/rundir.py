@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from graft.atomic import replacing
+from graft.atomic import replacing, write_json
 from graft.backbones import build_backbone
 from graft.data.transforms import Preprocessing
 from graft.errors import GraftError
@@ -43,16 +43,6 @@ class SavedRun:
 
 def is_run_dir(path: Path) -> bool:
     return (path / CONFIG).is_file()
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file (see :func:`graft.atomic.replacing`)."""
-    with replacing(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

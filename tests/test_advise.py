@@ -6,14 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from graft.advice import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
 
 from graft import advise as advise_module
-from graft.backbones import SmallCNN, TimmBackbone, create_backbone
+from graft.advice import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
+from graft.backbones import SmallCNN, TimmBackbone
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
 from graft.features import FeatureCache
 from graft.inference import forward_all
+from graft.sources import create_backbone
 from tests.test_cli import assert_user_error, graft
 
 SMALL, LARGE = SMALL_PER_CLASS / 2, SMALL_PER_CLASS * 5

@@ -4,6 +4,7 @@ Tested on a real, tiny tmpfs (mounting needs root; the tests are skipped, saying
 """
 
 import errno
+import gc
 import os
 import subprocess
 from collections.abc import Iterator
@@ -13,29 +14,41 @@ import numpy as np
 import pytest
 import torch
 
+from graft.atomic import write_json
 from graft.backbones import SmallCNN
 from graft.data.sources import load_image_set
 from graft.errors import DiskFull
 from graft.features import FeatureCache
 from graft.features.cache import file_hash
-from graft.rundir import write_json
 from graft.train.checkpoint import load_checkpoint, save_checkpoint
 
 ENTRY_PAGES = 2  # a SmallCNN entry: 1,152 float32 and a header, two 4 KiB pages of tmpfs
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB file system of its own, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
+def mounted(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``folder``, unmounted afterwards; skipped, saying why, where mounting fails."""
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True, check=False)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root): {made.stderr.strip()}")
     try:
-        yield mount
+        yield folder
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        gc.collect()  # a tensor still mapped from a file there keeps the file system busy
+        if subprocess.run(["umount", str(folder)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB file system of its own."""
+    yield from mounted(tmp_path / "disk", "1m")
+
+
+@pytest.fixture
+def run_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB file system: room for a small CNN's run and two checkpoints (about 6 MB each), not much more."""
+    yield from mounted(tmp_path / "disk", "32m")
 
 
 def fill(disk: Path, leave: int = 0) -> Path:
@@ -96,3 +109,27 @@ def test_a_full_disk_keeps_every_finished_cache_entry(disk: Path, shapes: Path, 
     features, _ = again.features(shapes, samples, batch_size=16)
     assert (again.hits, again.misses) == (len(written), len(samples) - len(written))
     assert torch.allclose(features, expected, rtol=1e-5, atol=1e-6) and leftovers(disk) == []
+
+
+def test_a_fit_that_fills_the_disk_stops_with_one_line_and_resumes(run_disk: Path, shapes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up during the second epoch: the fit stops saying so and how to resume; freed, it resumes to the end."""
+    from graft import api
+    from graft.train import trainer
+
+    real, epochs, filler = trainer.train_epoch, {"n": 0}, []
+
+    def epoch_that_fills_the_disk(*args, **kwargs):
+        epochs["n"] += 1
+        if epochs["n"] == 2:
+            filler.append(fill(run_disk))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", epoch_that_fills_the_disk)
+    out = run_disk / "run"
+    with pytest.raises(DiskFull, match=f"the disk is full.*continue with: graft resume {out}"):
+        api.fit(str(shapes), backbone="smallcnn", strategy="scratch", epochs=3, batch_size=16, out=out, report=False)
+    assert load_checkpoint(out / "checkpoint.safetensors")["progress"]["epoch"] == 1 and not leftovers(out)
+    filler[0].unlink()
+    monkeypatch.setattr(trainer, "train_epoch", real)
+    run = api.resume(out)
+    assert [r["epoch"] for r in run.history] == [1, 2, 3] and (out / "model.safetensors").is_file()

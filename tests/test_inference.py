@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from graft.backbones import create_backbone
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
 from graft.data.transforms import build_transform
@@ -17,6 +16,7 @@ from graft.errors import GraftError
 from graft.features import FeatureCache
 from graft.inference import _Runner, autocast, forward_all, forward_batches, prepare, resolve, to_channels_last
 from graft.quantize import AGREEMENT
+from graft.sources import create_backbone
 from tests.test_cli import assert_user_error, graft
 from tests.test_timm_backbones import tiny
 

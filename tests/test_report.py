@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from graft.comparison import compare
 
-from graft import api, report
+from graft import api, evaluation, report
+from graft.comparison import compare
 from graft.errors import GraftError
 from graft.report import pages, write_report
 from graft.train.settings import TrainSettings
@@ -46,13 +46,13 @@ def test_fit_writes_a_self_contained_report(run: Path) -> None:
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"?https?:", html), "the page must not load anything from the network"
     for chart in ("chart-learning-curves", "chart-confusion-matrix", "chart-per-class"):
         assert f'id="{chart}"' in html
-    evaluation = api.evaluate(run, str(Path(json.loads((run / "split.json").read_text())["root"])), per_image=True)
-    wrong = sorted((p for p in evaluation["per_image"] if p["true"] != p["predicted"]), key=lambda p: -p["probability"])
+    scores = evaluation.evaluate(run, str(Path(json.loads((run / "split.json").read_text())["root"])), per_image=True)
+    wrong = sorted((p for p in scores.per_image if p["true"] != p["predicted"]), key=lambda p: -p["probability"])
     thumbnails = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', html)
     assert thumbnails == [p["path"] for p in wrong[: pages.GALLERY_SIZE]]  # the surest mistakes, surest first
     section = re.search(r'<section id="settings">(.*?)</section>', html, re.DOTALL)  # the page's own markup, not plotly.js
-    card = re.search(r'<div class="card"><h3>settings</h3><dl>(.*?)</dl>', section[1] if section else "")
-    assert card, "the settings card is missing"
+    card = re.search(r'<div class="card"><h3>training</h3><dl>(.*?)</dl>', section[1] if section else "")
+    assert card, "the training settings card is missing"
     shown = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", card[1]))
     assert shown["lr"] == "0.001" and shown["epochs"] == "2"  # settings shown as saved, not rounded away
 
@@ -75,7 +75,7 @@ def test_a_failing_report_only_warns(shapes_data: Path, tmp_path: Path, monkeypa
 
     monkeypatch.setattr(pages, "run_page", broken)
     outcome = api.fit(str(shapes_data), backbone="smallcnn", strategy="frozen", out=tmp_path / "run", settings=TrainSettings(epochs=1, batch_size=16))
-    assert (tmp_path / "run" / "result.json").is_file() and outcome.epochs == 1
+    assert (tmp_path / "run" / "result.json").is_file() and outcome.result.epochs == 1
     assert not (tmp_path / "run" / "report.html").exists()
     warning = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
     assert len(warning) == 1 and "ValueError: plotting went wrong" in warning[0] and "graft report" in warning[0]

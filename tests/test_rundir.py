@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from graft import api
-from graft.backbones import create_backbone
+from graft import api, evaluation
 from graft.data.folder import load_image_set
 from graft.data.loader import make_loader
 from graft.errors import GraftError
 from graft.inference import forward_all
 from graft.model import GraftModel
 from graft.rundir import CONFIG, WEIGHTS, load_run, save_run
+from graft.sources import create_backbone
 from graft.train.settings import TrainSettings
 
 
@@ -43,7 +43,7 @@ def test_save_load_gives_back_the_model_that_was_saved(shapes: Path, tmp_path: P
         assert all(torch.equal(model(x), loaded(x)) for x, _ in loader)
     some = images.samples[::7]
     expected = forward_all(model, make_loader(shapes, some, model.backbone.preprocessing, batch_size=len(some)), "fp32")[0].softmax(1)
-    predicted = api.predict(tmp_path / "saved", [shapes / path for path, _ in some], precision="fp32")
+    predicted = [p.to_dict() for p in evaluation.predict(tmp_path / "saved", [shapes / path for path, _ in some], precision="fp32")]
     assert [row["label"] for row in predicted] == [images.classes[i] for i in expected.argmax(1)]
     assert [row["probability"] for row in predicted] == [round(float(p), 6) for p in expected.max(1).values]
 
@@ -51,11 +51,11 @@ def test_save_load_gives_back_the_model_that_was_saved(shapes: Path, tmp_path: P
 def test_a_fitted_run_holds_what_predicting_and_training_again_need(run: Path, shapes: Path) -> None:
     loaded = load_run(run)
     files = sorted((shapes / "ring").glob("*.png"))[:5]
-    first = api.predict(run, files)
+    first = [p.to_dict() for p in evaluation.predict(run, files)]
     assert [r["path"] for r in first] == [str(f) for f in files]
     assert all(abs(sum(t["probability"] for t in r["top"]) - 1) < 1e-4 for r in first)  # 3 classes, top-3
     config = json.loads((run / CONFIG).read_text())
-    assert config["classes"] == ["bar", "cross", "ring"] and config["strategy"]["name"] == "scratch"
+    assert config["classes"] == ["bar", "cross", "ring"] and config["fit"]["strategy"] == "scratch"
     assert loaded.preprocessing.input_size == (1, 28, 28)
     assert {"train", "val", "test"} <= set(json.loads((run / "split.json").read_text()))
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -63,16 +63,16 @@ def test_a_fitted_run_holds_what_predicting_and_training_again_need(run: Path, s
 
 
 def test_evaluate_uses_the_runs_own_test_split(run: Path, shapes: Path) -> None:
-    result = api.evaluate(run, str(shapes))
-    assert result["part"] == "test" and result["images"] == 12
-    assert sum(map(sum, result["confusion_matrix"])) == 12
-    assert result["accuracy"] == pytest.approx(sum(result["confusion_matrix"][i][i] for i in range(3)) / 12)
-    assert api.evaluate(run, str(shapes), part="all")["images"] == 60
+    result = evaluation.evaluate(run, str(shapes))
+    assert result.part == "test" and result.images == 12
+    assert sum(map(sum, result.confusion_matrix)) == 12
+    assert result.accuracy == pytest.approx(sum(result.confusion_matrix[i][i] for i in range(3)) / 12)
+    assert evaluation.evaluate(run, str(shapes), part="all").images == 60
 
 
 def test_evaluate_refuses_data_with_other_classes(run: Path, shapes: Path) -> None:
     with pytest.raises(GraftError, match="trained on classes bar, cross, ring but the data has bar, ring"):
-        api.evaluate(run, str(shapes), classes="bar,ring")
+        evaluation.evaluate(run, str(shapes), classes="bar,ring")
 
 
 def test_run_from_another_format_version(run: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from graft.atomic import write_text
 from graft.data.imageset import ImageSet
 from graft.errors import GraftError
 
@@ -26,7 +27,7 @@ class Split:
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / SPLIT_FILE
-        path.write_text(json.dumps(asdict(self)))
+        write_text(path, json.dumps(asdict(self)))
         return path
 
     @classmethod

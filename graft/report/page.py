@@ -15,8 +15,8 @@ from markupsafe import Markup
 from PIL import Image
 from plotly.offline import get_plotlyjs
 
+from graft.atomic import write_text
 from graft.data.images import load_image
-from graft.rundir import write_text
 from graft.version import __version__
 
 THUMBNAIL = 112  # pixels on the longer side: large enough to see a digit's strokes, small enough for 12 in a row

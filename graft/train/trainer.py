@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from graft import features
+from graft.atomic import append_line, write_text
 from graft.console import track
 from graft.data.loader import make_loader
 from graft.data.split import Split
@@ -178,7 +179,7 @@ class Trainer:
             raise misfit(exc) from exc
         self.log(f"resuming {names[progress.phase]} phase after epoch {progress.epoch} ({len(progress.history)} epochs done)")
         if self.metrics_path is not None:  # a crash between checkpoint and metrics line must not leave a gap
-            self.metrics_path.write_text("".join(json.dumps(record) + "\n" for record in progress.history))
+            write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in progress.history))
         return progress
 
     def _loaders(self, model: GraftModel, split: Split, phase: Phase) -> tuple[nn.Module, DataLoader, DataLoader]:
@@ -231,8 +232,7 @@ class Trainer:
                 self.log(f"{strategy}/{phase.name}: validation loss has not improved for {progress.stale} epochs; stopping early")
             self._checkpoint(model, optimizer, scheduler, progress, start)
             if self.metrics_path is not None:  # after the checkpoint: a metrics line means its epoch is saved
-                with self.metrics_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_line(self.metrics_path, json.dumps(record))
         if progress.best_state is not None:
             model.load_state_dict(progress.best_state)
 
