@@ -25,8 +25,9 @@ from graft.data.dataset import load_data
 from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.errors import DiskFull, GraftError, Interrupted
-from graft.evaluation import Evaluation, Prediction, accuracy, evaluate, logits_of, predict
+from graft.evaluation import Evaluation, Prediction, evaluate, logits_of, predict
 from graft.memory import peak_memory_mb
+from graft.metrics import classification_report
 from graft.model import GraftModel
 from graft.outdir import prepare_out
 from graft.report import after_run, write_report
@@ -181,10 +182,15 @@ def _train_and_save(config: FitConfig, source: Any, split: Split, out: Path, sta
     }
     save_run(out, model, description)
     logits, labels = logits_of(model, split.root, split.test, model.backbone.preprocessing, settings.precision)
+    scores = classification_report(labels.numpy(), logits.argmax(1).numpy(), split.classes)
     result = RunResult(
         run_dir=str(out),
         strategy=strategy.name,
-        test_accuracy=accuracy(logits, labels),
+        test_accuracy=scores.accuracy,
+        test_accuracy_interval=[round(scores.accuracy_interval.low, 6), round(scores.accuracy_interval.high, 6)],
+        balanced_accuracy=scores.balanced_accuracy,
+        macro_f1=scores.macro_f1,
+        per_class_recall={c.name: c.recall for c in scores.per_class},
         test_loss=torch.nn.functional.cross_entropy(logits, labels).item(),
         train_seconds=round(trained.train_seconds, 3),
         epochs=trained.epochs,

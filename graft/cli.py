@@ -56,6 +56,10 @@ Precision = Annotated[
     str | None,
     typer.Option(help="auto (bf16 where the CPU computes it natively, else fp32; long passes int8 where it agrees with fp32), int8, bf16 or fp32: the precision of forward passes"),
 ]
+ClassWeight = Annotated[
+    str | None,
+    typer.Option(help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"),
+]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]
 Report = Annotated[bool, typer.Option(help="write report.html into the run directory when training ends")]
@@ -78,10 +82,12 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
 
 
 def _format(column: str, value: Any) -> str:
+    if column.endswith("_interval"):
+        return f"{value[0]:.1%}-{value[1]:.1%}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if "accuracy" in column or column in ("precision", "recall", "probability", "similarity"):
+        if "accuracy" in column or column in ("precision", "recall", "f1", "probability", "similarity", "macro_f1"):
             return f"{value:.2%}"
         if column == "logme":
             return f"{value:.3f}"
@@ -122,6 +128,7 @@ def fit(
     workers: Workers = None,
     precision: Precision = None,
     per_class: PerClass = None,
+    class_weight: ClassWeight = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
     bad_images: BadImages = "skip",
@@ -133,7 +140,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, bad_images=bad_images,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -216,6 +223,7 @@ def compare(
     workers: Workers = None,
     precision: Precision = None,
     per_class: PerClass = None,
+    class_weight: ClassWeight = None,
     overwrite: Overwrite = False,
     report: Report = True,
     tensorboard: TensorBoard = False,
@@ -228,7 +236,7 @@ def compare(
     results = run_compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
-        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
     )  # fmt: skip
     rows = [r.to_dict() for r in results]
     if as_json:
@@ -251,9 +259,13 @@ def evaluate(
     if as_json:
         _emit_json(result.to_dict())
         return
-    stdout.print(Text(f"{result.run_dir}: accuracy {result.accuracy:.2%}, loss {result.loss:.4f} on {result.images} images ({result.part})"))
-    rows = [{"class": c.name, "precision": c.precision, "recall": c.recall, "support": c.support} for c in result.per_class]
-    stdout.print(_table("per class", rows, ["class", "precision", "recall", "support"]))
+    sc = result.scores
+    stdout.print(Text(
+        f"{result.run_dir}: accuracy {sc.accuracy:.2%} (95% {sc.accuracy_interval.low:.1%}-{sc.accuracy_interval.high:.1%}), "
+        f"balanced accuracy {sc.balanced_accuracy:.2%}, macro F1 {sc.macro_f1:.2%}, loss {result.loss:.4f} on {sc.images} images ({result.part})"
+    ))  # fmt: skip
+    rows = [{"class": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support} for c in sc.per_class]
+    stdout.print(_table("per class", rows, ["class", "precision", "recall", "f1", "support"]))
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
     matrix.add_column("")
     for name in result.classes:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix
 
 from graft.data.dataset import load_data
 from graft.data.images import is_image_file
@@ -19,6 +19,7 @@ from graft.data.split import SPLIT_FILE, Split
 from graft.data.transforms import Preprocessing
 from graft.errors import GraftError
 from graft.inference import forward_all, resolve
+from graft.metrics import ClassScores, Scores, classification_report
 from graft.rundir import SavedRun, load_run
 
 EVAL_BATCH = 128
@@ -38,14 +39,6 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @dataclass
-class ClassScore:
-    name: str
-    precision: float
-    recall: float
-    support: int
-
-
-@dataclass
 class Evaluation:
     """A run's figures on a set of images: accuracy, loss, per-class precision/recall, the confusion matrix.
 
@@ -55,16 +48,28 @@ class Evaluation:
 
     run_dir: str
     part: str  # "test": the run's own test split; "all": every image of the data given
-    images: int
-    accuracy: float
     loss: float
     classes: list[str]
-    per_class: list[ClassScore]
+    scores: Scores  # accuracy and balanced accuracy with 95% intervals, macro F1, per-class figures
     confusion_matrix: list[list[int]]
     per_image: list[dict[str, Any]] | None = field(default=None)
 
+    @property
+    def accuracy(self) -> float:
+        return self.scores.accuracy
+
+    @property
+    def images(self) -> int:
+        return self.scores.images
+
+    @property
+    def per_class(self) -> list[ClassScores]:
+        return self.scores.per_class
+
     def to_dict(self) -> dict[str, Any]:
-        result = asdict(self)
+        """Flat: the scores' figures beside the rest (``accuracy``, ``balanced_accuracy``, ``per_class``...)."""
+        result = {**asdict(self), **self.scores.to_dict()}
+        del result["scores"]
         if self.per_image is None:
             del result["per_image"]
         return result
@@ -92,8 +97,6 @@ def score(run: SavedRun, root: str | Path, samples: list[tuple[str, int]], part:
     root = Path(root)
     logits, labels = logits_of(run.model, root, samples, run.preprocessing, precision)
     predicted = logits.argmax(1).numpy()
-    indices = range(len(run.classes))
-    precisions, recalls, _, support = precision_recall_fscore_support(labels.numpy(), predicted, labels=indices, zero_division=0)
     images = None
     if per_image:
         confidence = logits.softmax(1).max(1).values
@@ -104,14 +107,10 @@ def score(run: SavedRun, root: str | Path, samples: list[tuple[str, int]], part:
     return Evaluation(
         run_dir=str(run.path),
         part=part,
-        images=len(samples),
-        accuracy=accuracy(logits, labels),
         loss=torch.nn.functional.cross_entropy(logits, labels).item(),
         classes=run.classes,
-        per_class=[
-            ClassScore(c, float(p), float(r), int(n)) for c, p, r, n in zip(run.classes, precisions, recalls, support, strict=True)
-        ],
-        confusion_matrix=confusion_matrix(labels.numpy(), predicted, labels=indices).tolist(),
+        scores=classification_report(labels.numpy(), predicted, run.classes),
+        confusion_matrix=confusion_matrix(labels.numpy(), predicted, labels=range(len(run.classes))).tolist(),
         per_image=images,
     )
 

@@ -11,6 +11,10 @@ class RunResult:
     run_dir: str
     strategy: str
     test_accuracy: float
+    test_accuracy_interval: list[float]  # 95% (Wilson): how far the figure could move on another test part this size
+    balanced_accuracy: float  # mean per-class recall: what accuracy hides when classes are uneven
+    macro_f1: float
+    per_class_recall: dict[str, float]
     test_loss: float
     train_seconds: float
     epochs: int
@@ -27,4 +31,4 @@ class RunResult:
 
 
 # The columns of every table of results (CLI, comparison.csv, report), in this order.
-COLUMNS = ("strategy", "test_accuracy", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb")
+COLUMNS = ("strategy", "test_accuracy", "test_accuracy_interval", "balanced_accuracy", "macro_f1", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb")

@@ -108,7 +108,7 @@ def test_the_lower_rung_trains_a_model_in_memory(shapes: Path) -> None:
     model = GraftModel(SmallCNN(), len(split.classes))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = graft.train_model(model, graft.get_strategy("frozen"), split, graft.TrainSettings(epochs=2, batch_size=16))
-    assert isinstance(result, graft.TrainResult) and result.epochs == 2 and len(result.history) == 2
+    assert isinstance(result, graft.TrainResult) and result.epochs == 1 and "solver" in result.history[0]  # a linear head: solved
     after = model.state_dict()
     assert torch.equal(after["backbone.stages.0.0.weight"], before["backbone.stages.0.0.weight"])  # frozen
     assert not torch.equal(after["head.weight"], before["head.weight"])  # the head trained

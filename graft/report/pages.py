@@ -18,8 +18,10 @@ NUMERIC = [*COLUMNS[1:], "precision", "recall", "support", "accuracy"]
 
 
 def _fmt(column: str, value: Any) -> str:
+    if column.endswith("_interval"):
+        return f"{value[0]:.1%}-{value[1]:.1%}"
     if isinstance(value, float):
-        if "accuracy" in column or column in ("precision", "recall"):
+        if "accuracy" in column or column in ("precision", "recall", "macro_f1"):
             return f"{value:.2%}"
         return f"{value:,.1f}"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -29,7 +31,9 @@ def _fmt(column: str, value: Any) -> str:
 
 def _kpis(result: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        ("test accuracy", _fmt("accuracy", result["test_accuracy"])),
+        ("test accuracy", f'{_fmt("accuracy", result["test_accuracy"])} ({_fmt("test_accuracy_interval", result["test_accuracy_interval"])})'),
+        ("balanced accuracy", _fmt("accuracy", result["balanced_accuracy"])),
+        ("macro F1", _fmt("macro_f1", result["macro_f1"])),
         ("training time", f"{result['train_seconds']:,.1f} s"),
         ("epochs", str(result["epochs"])),
         ("trainable params", f"{result['trainable_params']:,}"),

@@ -13,7 +13,7 @@ class Frozen(Strategy):
     summary = "frozen backbone, new head trained"
 
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
-        return [Phase("head", [group([model.head], settings.lr)], settings.epochs)]
+        return [Phase("head", [group([model.head], settings.lr)], settings.epochs, solve=True)]
 
 
 class Full(Strategy):

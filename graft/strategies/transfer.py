@@ -19,7 +19,7 @@ class Features(Strategy):
     summary = "cached bottleneck features, head trained on them"
 
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
-        return [Phase("head", [group([model.head], settings.lr)], settings.epochs, cached=True)]
+        return [Phase("head", [group([model.head], settings.lr)], settings.epochs, cached=True, solve=True)]
 
 
 def parameterised_layers(module: nn.Module) -> list[nn.Module]:
@@ -73,6 +73,6 @@ class LinearProbeFinetune(Strategy):
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
         low = settings.lr * settings.backbone_lr_scale
         return [
-            Phase("probe", [group([model.head], settings.lr)], settings.epochs, cached=True),
+            Phase("probe", [group([model.head], settings.lr)], settings.epochs, cached=True, solve=True),
             Phase("finetune", [group([model.backbone], low), group([model.head], low)], settings.epochs),
         ]

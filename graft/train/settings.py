@@ -11,6 +11,8 @@ from graft.errors import GraftError
 from graft.inference import PRECISIONS, compile_mode
 from graft.model import HEADS
 
+CLASS_WEIGHTS = ("auto", "balanced", "none")
+
 
 @dataclass
 class TrainSettings:
@@ -27,6 +29,7 @@ class TrainSettings:
     label_smoothing: float = 0.0
     precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
+    class_weight: str = "auto"  # auto: balanced where the training classes are uneven (largest/smallest >= 1.5) | balanced | none
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +60,7 @@ class TrainSettings:
         _choice(self.augment, AUGMENTATIONS, "--augment")
         _choice(self.head, HEADS, "--head")
         _choice(self.precision, PRECISIONS, "--precision")
+        _choice(self.class_weight, CLASS_WEIGHTS, "--class-weight")
         if self.precision == "int8" and compile_mode() == "off":
             raise GraftError("--precision int8 runs through a compiled network; drop --compile off (or GRAFT_COMPILE=off), or choose bf16 or fp32")
         return self

@@ -27,11 +27,13 @@ from graft.data.split import Split
 from graft.errors import GraftError
 from graft.inference import forward_all, prepare
 from graft.interrupt import deferred_interrupts
+from graft.metrics import is_imbalanced
 from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
 from graft.train.settings import TrainSettings
+from graft.train.solver import class_weights, copy_into, fit_linear_head
 
 MIN_SCHEDULE_STEPS = 20
 
@@ -142,11 +144,13 @@ class Trainer:
         self.metrics_path = metrics_path
         self.log = log or (lambda message: None)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.class_weight: str | None = None  # "balanced" once fit() has decided the classes need it
         self.checkpoint_path = checkpoint_path
         self.config = config or {}
 
     def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> TrainResult:
         start = time.perf_counter()
+        self._weigh_classes(split, len(split.classes))
         strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights need the layout too
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         phases = strategy.phases(model, self.settings)
@@ -163,6 +167,23 @@ class Trainer:
         model.eval()
         history = progress.history
         return TrainResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history)
+
+    def _weigh_classes(self, split: Split, num_classes: int) -> None:
+        """Class-weighted loss (each class weighing as much in total) where ``class_weight`` asks for it.
+
+        ``auto`` weighs the classes when the training part's are uneven (:func:`graft.metrics.is_imbalanced`)
+        and says so in one line: unweighted, a model gains accuracy by favouring the large classes, and the
+        minority's recall is what pays.
+        """
+        labels = torch.tensor([y for _, y in split.train])
+        counts = torch.bincount(labels, minlength=num_classes)
+        mode = self.settings.class_weight
+        if mode == "auto" and is_imbalanced(counts.tolist()):
+            self.log(f"classes are uneven ({int(counts.max())} to {int(counts.min())} training images): class-weighted loss; --class-weight none turns it off")
+            mode = "balanced"
+        self.class_weight = "balanced" if mode == "balanced" else None
+        weight = class_weights(labels, num_classes, self.class_weight)
+        self.loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else weight.float(), label_smoothing=self.settings.label_smoothing)
 
     def _restore(self, model: GraftModel, state: dict[str, Any], phases: list[Phase]) -> Progress:
         """Model weights, RNG states and progress from a checkpoint; metrics.jsonl rewritten to match it."""
@@ -201,7 +222,12 @@ class Trainer:
         self, model: GraftModel, phase: Phase, split: Split, strategy: str, progress: Progress, resume: dict[str, Any] | None, start: float
     ) -> None:
         s = self.settings
+        if progress.epoch >= phase.epochs:  # resumed after the phase's last checkpoint: nothing left in it
+            return
         module, train, val = self._loaders(model, split, phase)
+        if phase.solve and module is model.head and isinstance(model.head, nn.Linear):
+            self._solve_head(model, phase, train.dataset, val.dataset, strategy, progress, start)  # type: ignore[arg-type]
+            return
         optimizer = torch.optim.AdamW(phase.groups, weight_decay=s.weight_decay)
         # OneCycleLR divides by its warm-up length, which rounds to zero under 20 steps: a phase that
         # short simply stops part-way down the annealing curve.
@@ -236,8 +262,29 @@ class Trainer:
         if progress.best_state is not None:
             model.load_state_dict(progress.best_state)
 
+    def _solve_head(
+        self, model: GraftModel, phase: Phase, train: TensorDataset, val: TensorDataset, strategy: str, progress: Progress, start: float
+    ) -> None:
+        """The linear head on cached features solved to its optimum (graft.train.solver), its strength chosen on validation.
+
+        One record stands for the whole phase: there are no epochs to report, only the optimum reached.
+        """
+        tick = time.perf_counter()
+        solved = fit_linear_head(*train.tensors, *val.tensors, model.head.out_features, class_weight=self.class_weight)
+        copy_into(solved, model.head)
+        with torch.no_grad():
+            stats = [evaluate_logits(model.head(part.tensors[0]), part.tensors[1], self.loss_fn) for part in (train, val)]
+        record = self._record(strategy, phase, 1, *stats, time.perf_counter() - tick)
+        record["solver"] = {"C": solved.C, "class_weight": solved.class_weight, "converged": solved.converged}
+        self.log(f"{strategy}/{phase.name}: linear head solved to its optimum, L2 strength C={solved.C:g} chosen on the validation images")
+        progress.epoch, progress.best_state = phase.epochs, None
+        progress.history.append(record)
+        self._checkpoint(model, None, None, progress, start)
+        if self.metrics_path is not None:
+            append_line(self.metrics_path, json.dumps(record))
+
     def _checkpoint(
-        self, model: GraftModel, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, start: float
+        self, model: GraftModel, optimizer: torch.optim.Optimizer | None, scheduler: Any, progress: Progress, start: float
     ) -> None:
         if self.checkpoint_path is None:
             return
@@ -247,8 +294,8 @@ class Trainer:
             "phases": self._phase_names,
             "progress": saved,
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else {},  # {}: a solved phase has none
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "rng": rng_states(),
         }
         save_checkpoint(self.checkpoint_path, state)
