@@ -42,6 +42,7 @@ from graft.console import log
 from graft.data.dataset import load_data
 from graft.data.loader import make_loader
 from graft.data.split import Split, make_split
+from graft.device import module_device, pin_memory, resolve_device
 from graft.errors import GraftError
 from graft.features import cached_features
 from graft.inference import forward_all
@@ -120,7 +121,7 @@ def stage_features(backbone: Backbone, loader: torch.utils.data.DataLoader, prec
     """
     stages: list[nn.Module] = backbone.blocks()[:-1]
     collected: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(stages))}
-    hooks = [stage.register_forward_hook(lambda _m, _i, out, k=k: collected[k].append(_pooled(out).float())) for k, stage in enumerate(stages)]
+    hooks = [stage.register_forward_hook(lambda _m, _i, out, k=k: collected[k].append(_pooled(out).float().cpu())) for k, stage in enumerate(stages)]
     try:
         forward_all(backbone, loader, precision)
     finally:
@@ -129,21 +130,24 @@ def stage_features(backbone: Backbone, loader: torch.utils.data.DataLoader, prec
     return {k: torch.cat(v).numpy() for k, v in collected.items()}
 
 
-def cut_features(name: str, root: Path, samples: list[tuple[str, int]]) -> tuple[Backbone, dict[int | None, tuple[np.ndarray, bool]], np.ndarray]:
+def cut_features(
+    name: str, root: Path, samples: list[tuple[str, int]], device: torch.device | None = None
+) -> tuple[Backbone, dict[int | None, tuple[np.ndarray, bool]], np.ndarray]:
     """The backbone ``name``, its features at every cut point with whether ``graft fit`` can train there, and the labels.
 
     A timm model is cut at each ``forward_intermediates`` index exactly as ``graft fit --layer k`` cuts it,
     and its features go through the feature cache, so a later ``fit --strategy features`` (or a second
-    ``advise``) reads them instead of running the network again.
+    ``advise``) reads them instead of running the network again. The networks run on ``device`` (default the CPU).
     """
-    backbone = create_backbone(name)
+    device = device or torch.device("cpu")
+    backbone = create_backbone(name).to(device)
     output, labels = cached_features(backbone, root, samples, BATCH)
     cuts: dict[int | None, tuple[np.ndarray, bool]] = {}
     if isinstance(backbone, TimmBackbone):
         for k in range(len(getattr(backbone.model, "feature_info", []))):
-            cuts[k] = (cached_features(create_backbone(name, layer=k), root, samples, BATCH)[0].numpy(), True)
+            cuts[k] = (cached_features(create_backbone(name, layer=k).to(device), root, samples, BATCH)[0].numpy(), True)
     else:
-        loader = make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)
+        loader = make_loader(root, samples, backbone.preprocessing, batch_size=BATCH, pin_memory=pin_memory(module_device(backbone)))
         cuts = {k: (f, False) for k, f in stage_features(backbone, loader).items()}
     cuts[FINAL] = (output.numpy(), True)
     return backbone, cuts, labels.numpy()
@@ -198,10 +202,12 @@ def stratified_sample(samples: list[tuple[str, int]], limit: int, seed: int) -> 
     return kept
 
 
-def score_backbone(name: str, root: Path, samples: list[tuple[str, int]], seed: int) -> tuple[Backbone, list[Candidate], dict[int | None, np.ndarray], np.ndarray]:
-    """LogME and probe accuracy of every cut point of one backbone on ``samples``."""
+def score_backbone(
+    name: str, root: Path, samples: list[tuple[str, int]], seed: int, device: torch.device | None = None
+) -> tuple[Backbone, list[Candidate], dict[int | None, np.ndarray], np.ndarray]:
+    """LogME and probe accuracy of every cut point of one backbone on ``samples``, its features computed on ``device``."""
     torch.manual_seed(seed)  # a backbone with random weights (smallcnn) scores the same on every run
-    backbone, cuts, labels = cut_features(name, root, samples)
+    backbone, cuts, labels = cut_features(name, root, samples, device)
     candidates = [
         Candidate(name, layer, int(f.shape[1]), round(logme(f, labels), 4), round(probe_accuracy(f, labels, seed=seed), 4), fittable)
         for layer, (f, fittable) in cuts.items()
@@ -236,18 +242,27 @@ def _sureness(gap_share: float, wins: float | None) -> str:
 
 
 def advise(
-    data: str, backbones: list[str], *, classes: str | None = None, max_images: int = MAX_IMAGES, seed: int = 0, split: Split | None = None
+    data: str,
+    backbones: list[str],
+    *,
+    classes: str | None = None,
+    max_images: int = MAX_IMAGES,
+    seed: int = 0,
+    split: Split | None = None,
+    device: str = "auto",
 ) -> Advice:
     """Score every cut point of every backbone on a sample of ``data`` and recommend what to train.
 
     ``split`` (default: the seeded split ``graft fit`` makes) says which images are the training part:
     a benchmark that trains on fewer images per class passes its own, so the size axis sees what training will.
+    The backbones run on ``device`` (:mod:`graft.device`); the scores are computed from their features on the CPU.
     """
     backbones = list(dict.fromkeys(backbones))  # a candidate named twice is scored once
     if not backbones:
         raise GraftError("--backbones is empty; give one or more backbones, e.g. smallcnn,runs/digits-0to6")
     if max_images < 10:
         raise GraftError(f"--max-images {max_images} is too few to score anything; give at least 10 (default {MAX_IMAGES})")
+    target = resolve_device(device)
     split = split or make_split(load_data(data, classes), seed=seed)
     counts = Counter(split.classes[y] for _, y in [*split.train, *split.val, *split.test])
     per_class = len(split.train) / len(split.classes)
@@ -259,7 +274,7 @@ def advise(
     similarities: dict[str, float | None] = {}
     labels = np.empty(0)
     for name in backbones:
-        backbone, own, cuts, labels = score_backbone(name, Path(split.root), sample, seed)
+        backbone, own, cuts, labels = score_backbone(name, Path(split.root), sample, seed, target)
         candidates.extend(own)
         # a randomly initialised backbone has no source domain to be similar to
         similarities[name] = round(similarity(own, len(split.classes)), 4) if backbone.spec.get("weights") not in (None, RANDOM) else None
@@ -344,7 +359,9 @@ def fit_command(advice: Advice) -> list[str]:
     return args
 
 
-def run_recommendation(advice: Advice, seed: int = 0) -> api.Run:
-    """Train what ``advice`` recommends with :func:`graft.api.fit`, on the split the advice sampled from."""
+def run_recommendation(advice: Advice, seed: int = 0, device: str = "auto") -> api.Run:
+    """Train what ``advice`` recommends with :func:`graft.api.fit`, on the split the advice sampled from, on ``device``."""
     rec = advice.recommendation
-    return api.fit(advice.data["data"], classes=advice.data["selection"], backbone=rec["backbone"], strategy=rec["strategy"], layer=rec["layer"], seed=seed)
+    return api.fit(
+        advice.data["data"], classes=advice.data["selection"], backbone=rec["backbone"], strategy=rec["strategy"], layer=rec["layer"], seed=seed, device=device
+    )

@@ -11,7 +11,7 @@ over these functions; every check it makes happens here (in :class:`graft.config
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from graft.console import log
 from graft.data.dataset import load_data
 from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE, Split, make_split
+from graft.device import parse_device
 from graft.errors import DiskFull, GraftError, Interrupted
 from graft.evaluation import Evaluation, Prediction, evaluate, logits_of, predict
 from graft.memory import peak_memory_mb
@@ -72,13 +73,24 @@ class Run:
     def model(self) -> GraftModel:
         return self.saved.model
 
-    def predict(self, paths: list[str | Path] | str | Path, top_k: int = 3, threshold: float | None = None, precision: str = "auto") -> list[Prediction]:
-        """The top ``top_k`` labels of each image (files, or folders searched recursively)."""
-        return predict(self.path, [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)], top_k, threshold, precision)
+    def predict(
+        self, paths: list[str | Path] | str | Path, top_k: int = 3, threshold: float | None = None, precision: str = "auto", device: str = "auto"
+    ) -> list[Prediction]:
+        """The top ``top_k`` labels of each image (files, or folders searched recursively), computed on ``device``."""
+        return predict(self.path, [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)], top_k, threshold, precision, device)
 
-    def evaluate(self, data: str | None = None, classes: str | None = None, part: str = "auto", per_image: bool = False, precision: str = "auto") -> Evaluation:
-        """Figures on ``data`` (default: the data set the run was fitted on, i.e. its own test split)."""
-        return evaluate(self.path, data if data is not None else self.config.data, classes if data is not None else self.config.classes, part, per_image, precision)
+    def evaluate(
+        self,
+        data: str | None = None,
+        classes: str | None = None,
+        part: str = "auto",
+        per_image: bool = False,
+        precision: str = "auto",
+        device: str = "auto",
+    ) -> Evaluation:
+        """Figures on ``data`` (default: the data set the run was fitted on, i.e. its own test split), computed on ``device``."""
+        data, classes = (data, classes) if data is not None else (self.config.data, self.config.classes)
+        return evaluate(self.path, data, classes, part, per_image, precision, device)
 
     def export(self, fmt: str = "onnx", out: Path | None = None) -> dict[str, str]:
         """The model as ONNX or TorchScript with ``preprocessing.json``, to use without graft; the paths written."""
@@ -105,7 +117,23 @@ def load(path: str | Path) -> Run:
         result = RunResult.from_dict(read_json(path / RESULT))
     except (KeyError, TypeError) as exc:
         raise GraftError(f"{path / RESULT} is damaged ({exc}); train the run again") from exc
-    return Run(path, FitConfig.from_dict(raw.get("fit")), result)
+    return Run(path, _saved_config(raw.get("fit")), result)
+
+
+def _saved_config(raw: Any, device: str | None = None) -> FitConfig:
+    """A saved run description (``config.json``'s ``fit``, a checkpoint's ``config``), checked as any other
+    except against this machine's devices; ``device`` replaces the saved one (``graft resume --device``).
+
+    The device is where a run trained, not what it is: a run made on a GPU loads, and continues, on a
+    machine without one. Its saved device is checked for form; :func:`fit` checks the one it trains on.
+    """
+    settings = raw.get("settings") if isinstance(raw, dict) else None
+    if not isinstance(settings, dict):
+        return FitConfig.from_dict(raw)  # which says what is wrong with it
+    chosen = settings.get("device", "auto") if device is None else device
+    parse_device(chosen)
+    config = FitConfig.from_dict({**raw, "settings": {**settings, "device": "cpu"}})  # the CPU: every machine has one
+    return replace(config, settings=replace(config.settings, device=chosen))
 
 
 def read_json(path: Path) -> Any:
@@ -217,18 +245,19 @@ def _checkpoint_to_resume(out: str | Path | None, config: FitConfig) -> dict[str
         log(f"nothing to resume in {out} yet; starting the run")
         return None
     state = load_checkpoint(out / CHECKPOINT)
-    saved = FitConfig.from_dict(state.get("config")).to_dict()
+    saved = _saved_config(state.get("config"), device=config.settings.device).to_dict()  # a run may continue on another device
     for key, value in config.to_dict().items():
         if saved.get(key) != value:
             raise GraftError(f"{out} was started with {key} {saved.get(key)!r}, not {value!r}; give the same options, or run: graft resume {out}")
     return state
 
 
-def resume(run_dir: str | Path) -> Run:
-    """Continue an interrupted run from its checkpoint, with the config that started it."""
+def resume(run_dir: str | Path, device: str | None = None) -> Run:
+    """Continue an interrupted run from its checkpoint, with the config that started it, on ``device`` if
+    given (default: the one it started on; a run begun on a GPU continues with ``device="cpu"`` where there is none)."""
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file() and (run_dir / RESULT).is_file():
         raise GraftError(f"{run_dir} has finished already ({RESULT} is there); nothing to resume")
-    config = FitConfig.from_dict(load_checkpoint(run_dir / CHECKPOINT).get("config"))
+    config = _saved_config(load_checkpoint(run_dir / CHECKPOINT).get("config"), device)
     return fit(config, out=run_dir, resume=True)
 

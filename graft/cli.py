@@ -56,6 +56,10 @@ Precision = Annotated[
     str | None,
     typer.Option(help="auto (bf16 where the CPU computes it natively, else fp32; long passes int8 where it agrees with fp32), int8, bf16 or fp32: the precision of forward passes"),
 ]
+Device = Annotated[
+    str | None,
+    typer.Option(help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps: where networks run"),
+]
 ClassWeight = Annotated[
     str | None,
     typer.Option(help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"),
@@ -129,6 +133,7 @@ def fit(
     precision: Precision = None,
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
+    device: Device = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
     bad_images: BadImages = "skip",
@@ -140,7 +145,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, device=device, bad_images=bad_images,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -148,10 +153,14 @@ def fit(
 
 
 @app.command()
-def resume(run: Annotated[Path, typer.Argument(help="a run directory holding checkpoint.safetensors")], as_json: Json = False) -> None:
+def resume(
+    run: Annotated[Path, typer.Argument(help="a run directory holding checkpoint.safetensors")],
+    device: Annotated[str | None, typer.Option(help="continue on this device instead of the one the run started on (auto, cpu, cuda, cuda:N, mps)")] = None,
+    as_json: Json = False,
+) -> None:
     """Continue an interrupted fit from its last checkpoint, with the options that started it."""
     with _say_how_to_resume():
-        resumed = api.resume(run)
+        resumed = api.resume(run, device)
     _print_fit("resume", resumed, as_json)
 
 
@@ -188,6 +197,7 @@ def pretrain(
     seed: Seed = None,
     workers: Workers = None,
     precision: Precision = None,
+    device: Device = None,
     overwrite: Overwrite = False,
     as_json: Json = False,
 ) -> None:
@@ -196,7 +206,7 @@ def pretrain(
 
     config = FitConfig.create(
         data, classes=classes, backbone="smallcnn", strategy="scratch", settings=PRETRAIN,
-        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision, device=device,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite)
@@ -224,6 +234,7 @@ def compare(
     precision: Precision = None,
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
+    device: Device = None,
     overwrite: Overwrite = False,
     report: Report = True,
     tensorboard: TensorBoard = False,
@@ -237,6 +248,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
+        device=device,
     )  # fmt: skip
     rows = [r.to_dict() for r in results]
     if as_json:
@@ -252,10 +264,11 @@ def evaluate(
     classes: Classes = None,
     part: Annotated[str, typer.Option(help="auto (the run's test split if DATA is its data set), test or all")] = "auto",
     precision: Precision = None,
+    device: Device = None,
     as_json: Json = False,
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a saved run."""
-    result = run_evaluate(run, data, classes, part, precision=precision or "auto")
+    result = run_evaluate(run, data, classes, part, precision=precision or "auto", device=device or "auto")
     if as_json:
         _emit_json(result.to_dict())
         return
@@ -286,6 +299,7 @@ def predict(
     output: Annotated[Path | None, typer.Option(help="write the csv or json to this file instead of stdout")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
     precision: Precision = None,
+    device: Device = None,
 ) -> None:
     """Label images with a saved run: a table, or CSV/JSON with the top-k labels and probabilities."""
     from graft.atomic import write_text
@@ -295,7 +309,7 @@ def predict(
     inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]
     if not inputs:
         raise GraftError("no images given; name image files or folders, or pass --from-list FILE")
-    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto")]
+    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto", device or "auto")]
     if fmt == "table":
         columns = ["path", "label", "probability", *(["low_confidence"] if threshold is not None else [])]
         stdout.print(_table(f"graft predict ({run})", rows, columns))
@@ -343,6 +357,7 @@ def export(
 def experiment(
     name: Annotated[str, typer.Argument(help="split-digits, split-fashion or devanagari")],
     out: Out = None,
+    device: Device = None,
     overwrite: Overwrite = False,
     as_json: Json = False,
 ) -> None:
@@ -352,7 +367,7 @@ def experiment(
     if name not in EXPERIMENTS:
         raise GraftError(f"unknown experiment '{name}'; choose from {', '.join(EXPERIMENTS)}")
     folder = out or Path("runs") / name
-    result = EXPERIMENTS[name](folder, overwrite)
+    result = EXPERIMENTS[name](folder, overwrite, device or "auto")
     from graft.report import after_experiment
 
     after_experiment(folder)
@@ -371,6 +386,7 @@ def advise(
     classes: Classes = None,
     max_images: Annotated[int, typer.Option(help="training images sampled (stratified) to score the candidates")] = 1000,
     seed: Seed = None,
+    device: Device = None,
     run: Annotated[bool, typer.Option("--run", help="then train the recommendation (graft fit)")] = False,
     as_json: Json = False,
 ) -> None:
@@ -379,10 +395,10 @@ def advise(
     from graft.advice import fit_command, run_recommendation
 
     names = [b.strip() for b in backbones.split(",") if b.strip()]
-    advice = run_advise(data, names, classes=classes, max_images=max_images, seed=seed or 0)
+    advice = run_advise(data, names, classes=classes, max_images=max_images, seed=seed or 0, device=device or "auto")
     result = advice.to_dict()
     if run:
-        result["run"] = run_recommendation(advice, seed=seed or 0).result.to_dict()
+        result["run"] = run_recommendation(advice, seed=seed or 0, device=device or "auto").result.to_dict()
     if as_json:
         _emit_json(result)
         return

@@ -1,7 +1,8 @@
 """A saved run at work: its figures on a data set (:func:`evaluate`) and its labels for new images (:func:`predict`).
 
 Both feed images through the preprocessing saved in the run's ``config.json``, the same that ``graft
-export`` writes into ``preprocessing.json``: a run predicts the same way wherever it is used.
+export`` writes into ``preprocessing.json``: a run predicts the same way wherever it is used. Both take a
+``device`` (:mod:`graft.device`): the run's weights load onto the CPU and move there, whichever device trained them.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from graft.data.imageset import ImageSet
 from graft.data.loader import make_loader
 from graft.data.split import SPLIT_FILE, Split
 from graft.data.transforms import Preprocessing
+from graft.device import module_device, pin_memory, resolve_device
 from graft.errors import GraftError
 from graft.inference import forward_all, resolve
 from graft.metrics import ClassScores, Scores, classification_report
@@ -29,8 +31,8 @@ PARTS = ("auto", "test", "all")
 def logits_of(
     model: torch.nn.Module, root: str | Path, samples: list[tuple[str, int]], preprocessing: Preprocessing, precision: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, labels)`` of ``samples`` (paths relative to ``root``) through ``model``, in order."""
-    loader = make_loader(Path(root), samples, preprocessing, batch_size=EVAL_BATCH)
+    """``(logits, labels)`` of ``samples`` (paths relative to ``root``) through ``model`` on its device, in order, on the CPU."""
+    loader = make_loader(Path(root), samples, preprocessing, batch_size=EVAL_BATCH, pin_memory=pin_memory(module_device(model)))
     return forward_all(model, loader, precision)
 
 
@@ -115,6 +117,15 @@ def score(run: SavedRun, root: str | Path, samples: list[tuple[str, int]], part:
     )
 
 
+def _load(run_dir: Path, precision: str, device: str) -> SavedRun:
+    """The run in ``run_dir`` on ``device``, once ``precision`` is known to run there."""
+    target = resolve_device(device)
+    resolve(precision, target)
+    run = load_run(run_dir)
+    run.model.to(target)
+    return run
+
+
 def _matching_samples(run: SavedRun, images: ImageSet) -> list[tuple[str, int]]:
     """``images``' samples relabelled to the run's class order; an error if the class sets differ."""
     if set(images.classes) != set(run.classes):
@@ -132,7 +143,13 @@ def _test_samples(run: SavedRun, split: Split) -> list[tuple[str, int]]:
 
 
 def evaluate(
-    run_dir: Path, data: str, classes: str | None = None, part: str = "auto", per_image: bool = False, precision: str = "auto"
+    run_dir: Path,
+    data: str,
+    classes: str | None = None,
+    part: str = "auto",
+    per_image: bool = False,
+    precision: str = "auto",
+    device: str = "auto",
 ) -> Evaluation:
     """The figures of a saved run on ``data``.
 
@@ -141,8 +158,7 @@ def evaluate(
     """
     if part not in PARTS:
         raise GraftError(f"unknown part '{part}'; choose {', '.join(PARTS)}")
-    resolve(precision)  # an unknown precision is an error before the data scan, not after it
-    run = load_run(run_dir)
+    run = _load(run_dir, precision, device)  # an unknown precision or device is an error before the data scan, not after it
     images = load_data(data, classes)
     samples = _matching_samples(run, images)
     split_file = Path(run_dir) / SPLIT_FILE
@@ -155,9 +171,9 @@ def evaluate(
     return score(run, images.root, samples, "all", per_image, precision)
 
 
-def evaluate_test_split(run_dir: Path, per_image: bool = False, precision: str = "auto") -> Evaluation:
+def evaluate_test_split(run_dir: Path, per_image: bool = False, precision: str = "auto", device: str = "auto") -> Evaluation:
     """:func:`evaluate` on the run's own test split, read from its ``split.json`` (no scan of the data set)."""
-    run = load_run(run_dir)
+    run = _load(run_dir, precision, device)
     split = Split.load(Path(run_dir) / SPLIT_FILE)
     return score(run, split.root, _test_samples(run, split), "test", per_image, precision)
 
@@ -177,7 +193,9 @@ def image_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def predict(run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float | None = None, precision: str = "auto") -> list[Prediction]:
+def predict(
+    run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float | None = None, precision: str = "auto", device: str = "auto"
+) -> list[Prediction]:
     """Top-``top_k`` labels with probabilities for each image under ``paths``.
 
     With ``threshold``, each prediction says whether its top probability falls below it
@@ -187,8 +205,7 @@ def predict(run_dir: Path, paths: list[Path], top_k: int = 3, threshold: float |
         raise GraftError(f"--top-k {top_k} is out of range; list at least 1 label per image")
     if threshold is not None and not 0 <= threshold <= 1:
         raise GraftError(f"--threshold {threshold} is not a probability; give a value between 0 and 1")
-    resolve(precision)
-    run = load_run(run_dir)
+    run = _load(run_dir, precision, device)
     files = image_files(paths)
     logits, _ = logits_of(run.model, Path("/"), [(str(p.resolve()), 0) for p in files], run.preprocessing, precision)
     top = logits.softmax(1).topk(min(top_k, len(run.classes)), dim=1)

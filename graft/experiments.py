@@ -1,4 +1,4 @@
-"""The reference experiments, each one command: ``graft experiment NAME``."""
+"""The reference experiments, each one command: ``graft experiment NAME``; each runs on one ``device`` (:mod:`graft.device`)."""
 
 import time
 from collections.abc import Callable
@@ -16,12 +16,14 @@ from graft.train.settings import TrainSettings
 PRETRAIN = TrainSettings(epochs=15, head="mlp", augment="light", patience=4)
 
 
-def split_digits(out: Path, overwrite: bool = False) -> dict[str, Any]:
+def split_digits(out: Path, overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
     """Pretrain the small CNN on digits 0-6, then compare frozen, full and scratch on digits 7-9."""
     log("split-digits: pretraining the small CNN on digits 0-6", style="bold")
-    source = api.fit("digits", classes="0-6", backbone="smallcnn", strategy="scratch", out=out / "source", settings=PRETRAIN, overwrite=overwrite)
+    settings = replace(PRETRAIN, device=device)
+    source = api.fit("digits", classes="0-6", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
     log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-6 in {source.result.train_seconds:.0f}s; transferring to 7-9")
-    rows = compare("digits", ["frozen", "full", "scratch"], classes="7-9", backbone=str(out / "source"), out=out / "target", overwrite=overwrite)
+    target = out / "target"
+    rows = compare("digits", ["frozen", "full", "scratch"], classes="7-9", backbone=str(out / "source"), out=target, overwrite=overwrite, device=device)
     return {"source": source.to_dict(), "target": [row.to_dict() for row in rows]}
 
 
@@ -41,6 +43,7 @@ def sweep(
     out: Path,
     classes: str | None = None,
     overwrite: bool = False,
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
     """For each training size, each arm ``(label, backbone, strategies, strategy options)`` on one split.
 
@@ -50,7 +53,7 @@ def sweep(
     rows: list[dict[str, Any]] = []
     for per_class, base in sizes.items():
         size = "all" if per_class is None else str(per_class)
-        settings = replace(base, per_class=per_class)
+        settings = replace(base, per_class=per_class, device=device)
         for label, backbone, strategies, options in arms:
             log(f"{size} training images a class: {label} {', '.join(strategies)}", style="bold")
             target = out / f"per-class-{size}" / label.replace("/", "-")
@@ -60,7 +63,7 @@ def sweep(
     return rows
 
 
-def split_fashion(out: Path, overwrite: bool = False) -> dict[str, Any]:
+def split_fashion(out: Path, overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
     """Pretrain the small CNN on Fashion-MNIST 0-4 (T-shirt .. coat), transfer to 5-9 (sandal .. ankle boot).
 
     frozen, full and scratch with 10, 100, 1000 and all (about 5,400) target training images a class:
@@ -68,20 +71,20 @@ def split_fashion(out: Path, overwrite: bool = False) -> dict[str, Any]:
     """
     start = time.perf_counter()
     log("split-fashion: pretraining the small CNN on Fashion-MNIST classes 0-4 (27,000 training images)", style="bold")
-    settings = replace(PRETRAIN, epochs=2)  # 2 x 27,000 images: a CPU budget of a few minutes
+    settings = replace(PRETRAIN, epochs=2, device=device)  # 2 x 27,000 images: a CPU budget of a few minutes
     source = api.fit("fashion", classes="0-4", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
     log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-4 in {source.result.train_seconds:.0f}s; transferring to 5-9")
     arms = [("smallcnn/fashion0-4", str(out / "source"), ["frozen", "full", "scratch"], None)]
     # All (about 5,400 a class) gets 2 epochs: a CPU budget, enough for the end of the curve.
     sizes = {10: FEW, 100: SOME, 1000: MANY, None: replace(MANY, epochs=2)}
-    rows = sweep("fashion", arms, sizes, out, classes="5-9", overwrite=overwrite)
+    rows = sweep("fashion", arms, sizes, out, classes="5-9", overwrite=overwrite, device=device)
     return {"source": source.to_dict(), "target": rows, "columns": list(SWEEP_COLUMNS), "seconds": round(time.perf_counter() - start, 1)}
 
 
 IMAGENET, IMAGENET_UNFREEZE = "tf_efficientnet_lite0", 2  # the last 2 of its 8 blocks: 2.7M of 3.4M parameters
 
 
-def devanagari(out: Path, overwrite: bool = False) -> dict[str, Any]:
+def devanagari(out: Path, overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
     """The 46 Devanagari classes with 10, 100 and all training images a class, every approach on one split.
 
     (1) the ImageNet backbone (tf_efficientnet_lite0, offline weights) fully frozen under a new dense head,
@@ -91,7 +94,7 @@ def devanagari(out: Path, overwrite: bool = False) -> dict[str, Any]:
     """
     start = time.perf_counter()
     log("devanagari: pretraining the small CNN on the ten digits", style="bold")
-    settings = replace(PRETRAIN, epochs=5)  # 4,000 training digits: a CPU budget
+    settings = replace(PRETRAIN, epochs=5, device=device)  # 4,000 training digits: a CPU budget
     source = api.fit("digits", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
     log(f"source model: {source.test_accuracy:.2%} test accuracy on digits in {source.result.train_seconds:.0f}s")
     arms = [
@@ -99,11 +102,11 @@ def devanagari(out: Path, overwrite: bool = False) -> dict[str, Any]:
         ("smallcnn/digits", str(out / "source"), ["frozen", "scratch"], None),
     ]
     sizes = {10: FEW, 100: SOME, None: replace(SOME, epochs=5)}  # all: 180 a class
-    rows = sweep("devanagari", arms, sizes, out, overwrite=overwrite)
+    rows = sweep("devanagari", arms, sizes, out, overwrite=overwrite, device=device)
     return {"source": source.to_dict(), "target": rows, "columns": list(SWEEP_COLUMNS), "seconds": round(time.perf_counter() - start, 1)}
 
 
-EXPERIMENTS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
+EXPERIMENTS: dict[str, Callable[[Path, bool, str], dict[str, Any]]] = {
     "split-digits": split_digits,
     "split-fashion": split_fashion,
     "devanagari": devanagari,

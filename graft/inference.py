@@ -24,6 +24,10 @@ A long pass goes further where the network allows: an int8 copy (:mod:`graft.qua
 and resnet50 2.1x faster than compiled bf16 in ``make bench``, but it is kept only where its outputs
 measure as close to fp32 as bf16's (a cosine of 0.99; EfficientNet-Lite0 stays in bf16).
 ``--precision int8`` uses it on every pass; ``--precision bf16`` or ``fp32`` never.
+
+On an accelerator (``--device``, :mod:`graft.device`) the same passes run under that device's autocast:
+bf16 on CUDA GPUs that compute it natively, else fp16 (training then scales the loss:
+:func:`grad_scaler`), fp16 on Apple MPS. int8 is the CPU's alone: its quantizer lowers to x86 oneDNN kernels.
 """
 
 import os
@@ -36,12 +40,14 @@ import torch
 from torch import nn
 
 from graft.console import log, quiet_torch_notices, warn
+from graft.device import module_device
 from graft.errors import GraftError
 from graft.interrupt import check
 from graft.quantize import AGREEMENT, quantized
 
 PRECISIONS = ("auto", "int8", "bf16", "fp32")
 COMPILE_MODES = ("auto", "on", "off")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the precisions autocast computes in; fp32 runs without it
 COMPILE_AFTER_SECONDS = 180.0  # make bench: compiling vgg16 (13 s) repaid itself after 80 s, resnet50 (25 s) after 290 s
 
 
@@ -52,27 +58,41 @@ def native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def resolve(precision: str) -> str:
-    """``"int8"``, ``"bf16"`` or ``"fp32"``: what ``precision`` means on this machine.
+def resolve(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"int8"``, ``"bf16"``, ``"fp16"`` or ``"fp32"``: what ``precision`` means on ``device``.
 
-    ``auto`` is bf16 or fp32 here; its long passes may still run in int8 where that measures as close to
-    fp32 as bf16 is (:class:`_Runner`).
+    On the CPU ``auto`` is bf16 or fp32; its long passes may still run in int8 where that measures as close
+    to fp32 as bf16 is (:class:`_Runner`). On CUDA ``auto`` is bf16 where the GPU computes it natively
+    (Ampere and later), else fp16, which training pairs with loss scaling (:func:`grad_scaler`); on Apple
+    MPS it is fp16. int8 (PT2E quantization, x86 oneDNN kernels) is the CPU's alone.
     """
     if precision not in PRECISIONS:
         raise GraftError(f"unknown precision '{precision}'; choose {', '.join(PRECISIONS)}")
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return ("bf16" if native_bf16() else "fp32") if precision == "auto" else precision
+    if precision == "int8":
+        raise GraftError(f"--precision int8 runs on the CPU only, not on {device}; add --device cpu, or choose --precision auto, bf16 or fp32")
     if precision == "auto":
-        return "bf16" if native_bf16() else "fp32"
+        return "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return precision
 
 
-def autocast(precision: str) -> AbstractContextManager:
-    """bf16 autocast on the CPU for ``precision`` (weights stay fp32; the optimizer steps in fp32).
+def autocast(precision: str, device: str | torch.device = "cpu") -> AbstractContextManager:
+    """Autocast on ``device`` for ``precision`` (weights stay fp32; the optimizer steps in fp32).
 
     ``int8`` quantizes forward passes of whole networks only; training steps, and the layers an int8
     network keeps in floating point, run as ``auto`` would.
     """
-    floating = resolve("auto" if precision == "int8" else precision)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=floating == "bf16")
+    kind = torch.device(device).type
+    floating = resolve("auto" if precision == "int8" else precision, kind)
+    return torch.autocast(kind, dtype=_AUTOCAST.get(floating, torch.bfloat16), enabled=floating in _AUTOCAST)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for a training phase: on for fp16 only, whose narrow exponent range lets small gradients
+    vanish; bf16 keeps fp32's range and needs none. Disabled, it is a plain ``backward()`` and ``step()``."""
+    return torch.amp.GradScaler(device.type, enabled=resolve(precision, device) == "fp16")
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +121,7 @@ class _Runner:
 
     The eager time of the second and third batch (the first warms oneDNN up) times the batches left is
     the pass's predicted eager work. Past :data:`COMPILE_AFTER_SECONDS` ``auto`` builds, on the fourth
-    batch, an int8 copy (:mod:`graft.quantize`, under ``--precision auto`` only), kept if its outputs follow
+    batch, an int8 copy (:mod:`graft.quantize`, under ``--precision auto`` on the CPU only), kept if its outputs follow
     fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one. Neither speeds up every network (on two
     cores compiling lite0 gained nothing in ``make bench``), so ``auto`` times the copy's next two batches
     too and goes back to eager unless they beat the eager two. ``--compile on`` and ``--precision int8``
@@ -111,9 +131,12 @@ class _Runner:
 
     def __init__(self, module: nn.Module, batches: int | None, precision: str) -> None:
         self.module, self.batches, self.mode = module, batches, compile_mode()
+        device = module_device(module)
         if precision == "int8" and self.mode == "off":
             raise GraftError("--precision int8 runs through torch.compile; drop --compile off, or choose --precision auto")
-        self.int8 = {"int8": "on", "auto": "off" if self.mode == "off" else "auto"}.get(precision, "off")
+        resolve(precision, device)  # int8 on an accelerator is an error, not a silent float pass
+        cpu_int8 = {"int8": "on", "auto": "off" if self.mode == "off" else "auto"}.get(precision, "off")
+        self.int8 = cpu_int8 if device.type == "cpu" else "off"
         self.done, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0
         self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.size = 0  # the copy's batch size; set on the one attempt to build it, so a failure is not retried
@@ -190,23 +213,27 @@ def _warn(what: str, exc: Exception, skip: str) -> None:
 def forward_batches(
     module: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "auto"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(outputs, labels)`` of ``module`` batch by batch, in ``eval()`` mode, outputs in fp32.
+    """``(outputs, labels)`` of ``module`` batch by batch, in ``eval()`` mode, outputs in fp32 on the CPU.
 
     ``eval()`` matters: BatchNorm must use its running statistics, or outputs differ between feature
     extraction and prediction (the classic "93% in training, 25% at prediction"). The module's own mode
     is restored afterwards. Batch by batch, so a caller that stores each one (the feature cache) holds one
     batch in memory, however many images there are.
+
+    The batches go to wherever ``module`` is (:func:`graft.device.module_device`) and the outputs come back
+    to the CPU, which is where every caller keeps them (the feature cache's files, metrics, NumPy).
     """
     was_training = module.training
     prepare(module).eval()  # outside inference mode: the parameters must stay ordinary, trainable tensors
+    device = module_device(module)
     runner = _Runner(module, len(batches) if hasattr(batches, "__len__") else None, precision)
     try:
         for inputs, targets in batches:
             check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)
             # Entered per batch, so neither leaks into the caller's code between batches.
-            with torch.inference_mode(), autocast(precision):
-                outputs = runner(to_channels_last(inputs)).float()
-            yield outputs, torch.as_tensor(targets)
+            with torch.inference_mode(), autocast(precision, device):
+                outputs = runner(to_channels_last(inputs.to(device, non_blocking=True))).float()
+            yield outputs.cpu(), torch.as_tensor(targets)
     finally:
         module.train(was_training)
 

@@ -1,6 +1,7 @@
 """The run directory: everything needed to predict again, in formats that cannot execute code on load.
 
-Weights are safetensors, settings and metrics are JSON: loading a run never unpickles anything.
+Weights are safetensors, settings and metrics are JSON: loading a run never unpickles anything. Weights
+are written from the CPU and load onto it, whatever device trained them; whoever uses the model moves it.
 """
 
 import json
@@ -50,9 +51,10 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
     A crash (even SIGKILL or a power cut) at any instant leaves either the old file or the new one,
     never half of one; a full disk is a :class:`graft.errors.DiskFull`, with the previous file intact.
+    Tensors on a GPU are copied to the CPU first: the file is the same whichever device held them.
     """
     with replacing(path) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
 
@@ -122,7 +124,7 @@ def load_run(path: Path) -> SavedRun:
     try:
         head = config["head"]
         model = GraftModel(build_backbone(config["backbone"]), int(head["num_classes"]), head["kind"], int(head["hidden"]))
-        state = load_file(str(path / WEIGHTS))
+        state = load_file(str(path / WEIGHTS), device="cpu")
     except FileNotFoundError as exc:
         raise GraftError(f"{path / WEIGHTS} is missing; the run did not finish, train it again") from exc
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:

@@ -34,6 +34,7 @@ def make_loader(
     shuffle: bool = False,
     seed: int = 0,
     workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``samples``; under torch.distributed each process gets its own shard.
 
@@ -42,6 +43,8 @@ def make_loader(
     each epoch (not persistent): each new set draws its base seed, which seeds the torch, ``random`` and
     NumPy generators that augmentation uses in the workers, from that generator, so reseeding it before an
     epoch makes the epoch's augmentation a function of that seed alone, and a resumed run repeats it.
+    ``pin_memory`` puts batches in page-locked memory, for a CUDA device to copy while it computes
+    (:func:`graft.device.pin_memory`).
     """
     dataset = ImageDataset(root, samples, pre.channels, build_transform(pre, augment))
     sampler = None
@@ -56,4 +59,5 @@ def make_loader(
         sampler=sampler,
         num_workers=workers,
         generator=generator,
+        pin_memory=pin_memory,
     )

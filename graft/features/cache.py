@@ -3,7 +3,8 @@
 An entry is one ``.npy`` file (float32, read back with ``allow_pickle=False``) named by the SHA-256 of
 the image file's bytes, in a folder named by everything else that decides the features: the backbone's
 architecture spec (model, layer), a hash of its weights, the preprocessing, the precision the backbone
-ran in (bf16 features differ from fp32 ones in the third decimal), and this format's version.
+ran in (bf16 features differ from fp32 ones in the third decimal), the device type where it is not the
+CPU (a GPU's kernels and autocast give other last digits), and this format's version.
 A changed image has a new content hash and is recomputed; a different backbone, weights, layer or
 preprocessing lands in another folder; the same image under another path or data set is a hit.
 Entries are written to a temporary file and renamed into place, so a crash never leaves half an entry,
@@ -26,6 +27,7 @@ from graft.atomic import replacing
 from graft.backbones.base import Backbone
 from graft.backbones.weights import state_hash
 from graft.data.loader import make_loader
+from graft.device import module_device, pin_memory
 from graft.inference import forward_batches, resolve
 from graft.paths import cache_dir
 
@@ -34,10 +36,12 @@ KEY_FILE = "key.json"
 
 
 def backbone_key(backbone: Backbone, precision: str = "auto") -> dict:
-    """What decides a backbone's features, as JSON: spec without its provenance, weights hash, preprocessing, precision."""
+    """What decides a backbone's features, as JSON: spec without its provenance, weights hash, preprocessing, precision,
+    and the device type where the backbone is not on the CPU (so that the CPU's folders stay what they were)."""
     spec = {k: v for k, v in backbone.spec.items() if k != "weights"}  # where weights came from is not what they are
-    resolved = resolve(precision)
-    return {
+    device = module_device(backbone)
+    resolved = resolve(precision, device)
+    key = {
         "format": FORMAT,
         "spec": spec,
         "weights_sha256": state_hash(backbone),
@@ -45,6 +49,7 @@ def backbone_key(backbone: Backbone, precision: str = "auto") -> dict:
         # auto's long passes may run in int8 (close to fp32, not equal): never served to an explicit fp32 or bf16
         "precision": f"auto/{resolved}" if precision == "auto" else resolved,
     }
+    return key if device.type == "cpu" else {**key, "device": device.type}
 
 
 def file_hash(path: Path) -> str:
@@ -71,7 +76,11 @@ def _npy(array: np.ndarray) -> bytes:
 
 @dataclass
 class FeatureCache:
-    """The cache folder of one backbone (as it is now: its weights are hashed on creation)."""
+    """The cache folder of one backbone (as it is now, where it is now: its weights are hashed on creation).
+
+    The backbone computes on its own device; its features come back to the CPU (:func:`graft.inference.forward_batches`)
+    to be written, so an entry is the same file whichever device made it.
+    """
 
     backbone: Backbone
     precision: str = "auto"  # see graft.inference: auto is bf16 on CPUs that compute it natively
@@ -104,7 +113,8 @@ class FeatureCache:
         if todo:
             # First occurrence of each missing content only: duplicates are computed once.
             first = list({digests[i]: i for i in reversed(todo)}.values())
-            loader = make_loader(root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers)
+            pinned = pin_memory(module_device(self.backbone))
+            loader = make_loader(root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers, pin_memory=pinned)
             rows = (row for outputs, _ in forward_batches(self.backbone, loader, self.precision) for row in outputs.numpy())
             for i, row in zip(first, rows, strict=True):
                 _write_atomic(self.entry(digests[i]), _npy(row))

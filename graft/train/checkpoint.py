@@ -6,6 +6,10 @@ directly, but unpickling a file someone handed you can run code. Here every tens
 safetensors body and the rest into a JSON document in its header, with the few types JSON lacks
 (tensors, tuples, non-string dict keys, NumPy arrays) spelled as small tagged objects. Loading parses
 JSON and reads raw tensor bytes: a crafted file can be refused, never executed.
+
+Tensors are saved from the CPU and load onto it, whatever device trained them: the trainer then puts them
+where the run goes on (``load_state_dict`` copies into the model's device, the optimizer's state follows its
+parameters), so a run started on a GPU continues on a machine without one.
 """
 
 import json
@@ -33,7 +37,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The state saved by :func:`save_checkpoint`; a :class:`GraftError` for anything else."""
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise GraftError(f"{path} is not a graft checkpoint (no '{FORMAT}' header); start the run again without --resume")
@@ -51,7 +55,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, torch.Tensor):
         name = f"t{len(tensors)}"
-        tensors[name] = value.detach().clone()
+        tensors[name] = value.detach().to("cpu", copy=True)  # a copy: the model trains on while it is written
         return {"$tensor": name}
     if isinstance(value, np.ndarray):
         return {"$ndarray": value.tolist(), "dtype": str(value.dtype)}

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from graft.inference import autocast, to_channels_last
+from graft.device import module_device
+from graft.inference import autocast, grad_scaler, to_channels_last
 from graft.interrupt import check
 
 
@@ -23,22 +24,29 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
     precision: str = "auto",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
     """Step the optimizer over every batch; the caller has already set train/eval modes per layer.
 
-    The forward pass and the loss run under ``precision``'s autocast (bf16 matrix products, fp32
-    weights, fp32 optimizer step); see :mod:`graft.inference`.
+    Batches go to ``module``'s device (``loss_fn`` must be there too). The forward pass and the loss run
+    under ``precision``'s autocast (bf16 or fp16 matrix products, fp32 weights, fp32 optimizer step); see
+    :mod:`graft.inference`. ``scaler`` scales fp16 losses (:func:`graft.inference.grad_scaler`); the
+    caller keeps it across epochs, since its scale adapts over many steps.
     """
+    device = module_device(module)
+    scaler = scaler if scaler is not None else grad_scaler(precision, device)
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
         check()  # Ctrl-C lands here (graft.interrupt)
-        targets = torch.as_tensor(targets)
-        with autocast(precision):
-            logits = module(to_channels_last(inputs)).float()
+        inputs = to_channels_last(inputs.to(device, non_blocking=True))
+        targets = torch.as_tensor(targets).to(device, non_blocking=True)
+        with autocast(precision, device):
+            logits = module(inputs).float()
             loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped where fp16 gradients overflowed; the scale then shrinks
+        scaler.update()
         scheduler.step()
         total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
@@ -47,4 +55,7 @@ def train_epoch(
 
 
 def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module) -> EpochStats:
+    """Loss and accuracy of ``logits``, computed where ``loss_fn`` (its class weights) is."""
+    device = module_device(loss_fn)
+    logits, labels = logits.to(device), labels.to(device)
     return EpochStats(loss_fn(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item())

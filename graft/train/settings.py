@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from graft.data.transforms import AUGMENTATIONS
+from graft.device import check_device
 from graft.errors import GraftError
-from graft.inference import PRECISIONS, compile_mode
+from graft.inference import PRECISIONS, compile_mode, resolve
 from graft.model import HEADS
 
 CLASS_WEIGHTS = ("auto", "balanced", "none")
@@ -30,6 +31,7 @@ class TrainSettings:
     precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
     class_weight: str = "auto"  # auto: balanced where the training classes are uneven (largest/smallest >= 1.5) | balanced | none
+    device: str = "auto"  # auto (CUDA, then Apple MPS, then the CPU) | cpu | cuda | cuda:N | mps (graft.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +65,7 @@ class TrainSettings:
         _choice(self.class_weight, CLASS_WEIGHTS, "--class-weight")
         if self.precision == "int8" and compile_mode() == "off":
             raise GraftError("--precision int8 runs through a compiled network; drop --compile off (or GRAFT_COMPILE=off), or choose bf16 or fp32")
+        resolve(self.precision, check_device(self.device))  # a device this machine lacks, or int8 off the CPU
         return self
 
 

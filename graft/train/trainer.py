@@ -7,6 +7,7 @@ training images are not augmented, runs the backbone once per image and trains t
 
 import copy
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -24,8 +25,9 @@ from graft.atomic import append_line, write_text
 from graft.console import track
 from graft.data.loader import make_loader
 from graft.data.split import Split
+from graft.device import module_device, pin_memory, resolve_device
 from graft.errors import GraftError
-from graft.inference import forward_all, prepare
+from graft.inference import forward_all, grad_scaler, prepare
 from graft.interrupt import deferred_interrupts
 from graft.metrics import is_imbalanced
 from graft.model import GraftModel
@@ -39,7 +41,12 @@ MIN_SCHEDULE_STEPS = 20
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic kernels: same seed, same run on CPU."""
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels: same seed, same run on CPU.
+
+    On CUDA, cuBLAS is deterministic only with a fixed workspace, set before its first call (torch's
+    reproducibility notes); the variable is set here unless the user set one.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -92,13 +99,18 @@ class Progress:
 
 
 def rng_states() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator a run draws from; CUDA's (dropout on the GPU) once the run has used CUDA."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {**states, "cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore :func:`rng_states`; CUDA's only where this machine has as many GPUs (a CPU resume has none to seed)."""
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def misfit(exc: Exception) -> GraftError:
@@ -130,6 +142,7 @@ class Trainer:
     With ``checkpoint_path`` it saves everything needed to continue after every epoch (with ``config``,
     the run description that started it, so ``graft resume`` can repeat it); ``fit(..., resume=state)``
     continues from such a checkpoint and ends with the same weights as a run that was never stopped.
+    The model trains on ``settings.device`` (:mod:`graft.device`) and stays there afterwards.
     """
 
     def __init__(
@@ -150,8 +163,11 @@ class Trainer:
 
     def fit(self, model: GraftModel, strategy: Strategy, split: Split, resume: dict[str, Any] | None = None) -> TrainResult:
         start = time.perf_counter()
+        device = resolve_device(self.settings.device)
         self._weigh_classes(split, len(split.classes))
-        strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights need the layout too
+        self.loss_fn.to(device)  # its class weights meet the logits there
+        strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights must move and need the layout too
+        model.to(device)  # before the optimizer is built: it keeps state beside each parameter, on its device
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         phases = strategy.phases(model, self.settings)
         trained = {id(p): p.numel() for phase in phases for g in phase.groups for p in g["params"]}
@@ -206,16 +222,19 @@ class Trainer:
     def _loaders(self, model: GraftModel, split: Split, phase: Phase) -> tuple[nn.Module, DataLoader, DataLoader]:
         """The module to step and its train/val batches: the head on cached features, or the whole model."""
         s, pre, root = self.settings, model.backbone.preprocessing, Path(split.root)
+        pinned = pin_memory(module_device(model))
         apply_freezing(model, phase)
         if not model.backbone_trains() and (s.augment == "none" or phase.cached):
             cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
             generator = torch.Generator().manual_seed(s.seed)
-            train = DataLoader(parts[0], batch_size=s.batch_size, shuffle=True, generator=generator)
-            return model.head, train, DataLoader(parts[1], batch_size=s.batch_size)
-        train = make_loader(root, split.train, pre, batch_size=s.batch_size, augment=s.augment, shuffle=True, seed=s.seed, workers=s.workers)
-        val = make_loader(root, split.val, pre, batch_size=s.batch_size, workers=s.workers)
+            train = DataLoader(parts[0], batch_size=s.batch_size, shuffle=True, generator=generator, pin_memory=pinned)
+            return model.head, train, DataLoader(parts[1], batch_size=s.batch_size, pin_memory=pinned)
+        train = make_loader(
+            root, split.train, pre, batch_size=s.batch_size, augment=s.augment, shuffle=True, seed=s.seed, workers=s.workers, pin_memory=pinned
+        )
+        val = make_loader(root, split.val, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
         return model, train, val
 
     def _run_phase(
@@ -234,10 +253,13 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in phase.groups], total_steps=max(phase.epochs * len(train), MIN_SCHEDULE_STEPS), pct_start=0.1
         )
+        scaler = grad_scaler(s.precision, module_device(module))  # one a phase: its loss scale adapts over many steps
         if resume is not None:
             try:
-                optimizer.load_state_dict(resume["optimizer"])
+                optimizer.load_state_dict(resume["optimizer"])  # its state goes to each parameter's device
                 scheduler.load_state_dict(resume["scheduler"])
+                if resume.get("scaler"):  # {} from a run without loss scaling (the CPU, bf16, fp32)
+                    scaler.load_state_dict(resume["scaler"])
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                 raise misfit(exc) from exc
         while progress.epoch < phase.epochs and progress.stale < s.patience:
@@ -245,7 +267,7 @@ class Trainer:
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
             module.train() if module is not model else apply_freezing(model, phase)
             batches = track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train))
-            stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn, s.precision)
+            stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             val_stats = evaluate_logits(*forward_all(module, val, s.precision), self.loss_fn)
             record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
             progress.epoch = epoch
@@ -256,7 +278,7 @@ class Trainer:
                 progress.stale += 1
             if progress.stale >= s.patience:
                 self.log(f"{strategy}/{phase.name}: validation loss has not improved for {progress.stale} epochs; stopping early")
-            self._checkpoint(model, optimizer, scheduler, progress, start)
+            self._checkpoint(model, optimizer, scheduler, progress, start, scaler)
             if self.metrics_path is not None:  # after the checkpoint: a metrics line means its epoch is saved
                 append_line(self.metrics_path, json.dumps(record))
         if progress.best_state is not None:
@@ -267,13 +289,16 @@ class Trainer:
     ) -> None:
         """The linear head on cached features solved to its optimum (graft.train.solver), its strength chosen on validation.
 
-        One record stands for the whole phase: there are no epochs to report, only the optimum reached.
+        One record stands for the whole phase: there are no epochs to report, only the optimum reached. The
+        solver works on the cached features where they are, on the CPU; the solution is copied into the head
+        on its device.
         """
         tick = time.perf_counter()
         solved = fit_linear_head(*train.tensors, *val.tensors, model.head.out_features, class_weight=self.class_weight)
         copy_into(solved, model.head)
+        device = module_device(model.head)
         with torch.no_grad():
-            stats = [evaluate_logits(model.head(part.tensors[0]), part.tensors[1], self.loss_fn) for part in (train, val)]
+            stats = [evaluate_logits(model.head(part.tensors[0].to(device)), part.tensors[1], self.loss_fn) for part in (train, val)]
         record = self._record(strategy, phase, 1, *stats, time.perf_counter() - tick)
         record["solver"] = {"C": solved.C, "class_weight": solved.class_weight, "converged": solved.converged}
         self.log(f"{strategy}/{phase.name}: linear head solved to its optimum, L2 strength C={solved.C:g} chosen on the validation images")
@@ -284,7 +309,13 @@ class Trainer:
             append_line(self.metrics_path, json.dumps(record))
 
     def _checkpoint(
-        self, model: GraftModel, optimizer: torch.optim.Optimizer | None, scheduler: Any, progress: Progress, start: float
+        self,
+        model: GraftModel,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any,
+        progress: Progress,
+        start: float,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if self.checkpoint_path is None:
             return
@@ -296,6 +327,7 @@ class Trainer:
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else {},  # {}: a solved phase has none
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "scaler": scaler.state_dict() if scaler is not None else {},  # {} unless fp16 scales the loss
             "rng": rng_states(),
         }
         save_checkpoint(self.checkpoint_path, state)
