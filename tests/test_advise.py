@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from graft import advise as advise_module
+from graft import advice as advise_module
 from graft.advice import FINAL, SIMILAR, SMALL_PER_CLASS, Candidate, cut_features, rule, similarity, stage_features
 from graft.backbones import SmallCNN, TimmBackbone
 from graft.data.loader import make_loader

@@ -88,7 +88,7 @@ def test_fit_in_fp32_and_bf16_through_the_cli(shapes: Path, tmp_path: Path) -> N
     labels = [[row["label"] for row in json.loads(done.stdout)] for done in (fp32, bf16, int8)]
     for other in labels[1:]:  # the same predictions, bar a borderline image
         assert sum(a == b for a, b in zip(labels[0], other, strict=True)) >= 0.95 * len(labels[0])
-    assert_user_error(graft("fit", str(shapes), "--precision", "fp16", "--out", str(tmp_path / "bad")), "unknown precision 'fp16'")
+    assert_user_error(graft("fit", str(shapes), "--precision", "fp8", "--out", str(tmp_path / "bad")), "unknown --precision 'fp8'")
 
 
 def _odd_batches(backbone: torch.nn.Module, sizes: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:

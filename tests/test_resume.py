@@ -114,7 +114,7 @@ def test_interrupt_in_the_first_epoch_says_there_is_nothing_to_resume(shapes: Pa
         api.fit(str(shapes), strategy="full", settings=SETTINGS, out=tmp_path / "run")
 
 
-def wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert process.poll() is None, process.communicate()
