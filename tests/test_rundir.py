@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from graft import api, evaluation
-from graft.data.sources import load_image_set
 from graft.data.loader import make_loader
+from graft.data.sources import load_image_set
 from graft.errors import GraftError
 from graft.inference import forward_all
 from graft.model import GraftModel
