@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -25,7 +26,7 @@ from graft.errors import GraftError, Interrupted
 from graft.evaluation import evaluate as run_evaluate
 from graft.evaluation import predict as run_predict
 from graft.inference import compile_mode
-from graft.results import COLUMNS
+from graft.results import COLUMNS, LABELS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -77,9 +78,9 @@ def _emit_json(data: Any) -> None:
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=Text(title))
+    table = Table(title=Text(title), box=box.SIMPLE_HEAD)
     for column in columns:
-        table.add_column(column.replace("_", " "), justify="left" if column in ("strategy", "class", "path", "label", "name", "weights", "backbone", "layer", "description", "size", "classes", "source", "license") else "right", overflow="fold")
+        table.add_column(LABELS.get(column, column.replace("_", " ")), justify="left" if column in ("strategy", "class", "path", "label", "name", "weights", "backbone", "layer", "description", "size", "classes", "source", "license") else "right", overflow="fold")
     for row in rows:  # cells as plain Text: a file or class named "[/x]" is a name, not rich markup
         table.add_row(*(Text(_format(column, row[column])) for column in columns))
     return table
@@ -87,7 +88,7 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
 
 def _format(column: str, value: Any) -> str:
     if column.endswith("_interval"):
-        return f"{value[0]:.1%}-{value[1]:.1%}"
+        return f"{value[0]:.1%}-{value[1]:.1%}".replace("%-", "-")
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):

@@ -4,9 +4,11 @@ Keeping stdout for results is what lets ``--json`` output be piped into other pr
 """
 
 import logging
+import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,8 +16,18 @@ from rich.text import Text
 
 T = TypeVar("T")
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, soft_wrap=True)
+# Piped into a file or a CI log, rich would assume 80 columns and fold a results table into unreadable slivers;
+# there is no screen to fit there, so tables get the width they need (up to LOG_WIDTH). COLUMNS still wins.
+LOG_WIDTH = 160
+
+
+def _width(stream: TextIO) -> int | None:
+    return None if stream.isatty() or "COLUMNS" in os.environ else LOG_WIDTH
+
+
+# The stream itself is looked up at each print (stderr=True, no file=): a test capturing sys.stderr sees it all.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+stdout = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 
 def log(message: str, style: str = "") -> None:
