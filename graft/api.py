@@ -11,7 +11,7 @@ over these functions; every check it makes happens here (in :class:`graft.config
 """
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ class Run:
     path: Path
     config: FitConfig
     result: RunResult
-    _loaded: SavedRun | None = field(default=None, repr=False)
 
     @property
     def test_accuracy(self) -> float:
@@ -58,7 +57,7 @@ class Run:
 
     @property
     def classes(self) -> list[str]:
-        return self.saved.classes
+        return list(read_config(self.path)["classes"])  # without loading the weights
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -67,7 +66,7 @@ class Run:
 
     @cached_property
     def saved(self) -> SavedRun:
-        return self._loaded or load_run(self.path)
+        return load_run(self.path)
 
     @property
     def model(self) -> GraftModel:
