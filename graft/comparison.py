@@ -1,12 +1,18 @@
 """Several strategies on one split, one table: accuracy beside training time, memory and parameters.
 
-Each strategy trains in a fresh process (spawned, one at a time), so its peak memory is its own and no
-strategy inherits another's warmed-up caches or random state; all of them read the same saved split.
+Each strategy trains in a fresh Python process (one at a time), so its peak memory is its own and no
+strategy inherits another's warmed-up caches or random state; all of them read the same saved split. The
+child is a plain ``python -c`` that imports graft, not a multiprocessing spawn: spawn re-runs the caller's
+main script in the child, which breaks ``graft.compare`` called from a script without a ``__main__``
+guard, or from ``python -`` (no script file at all).
 """
 
 import csv
 import io
-import multiprocessing
+import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +31,37 @@ from graft.strategies import every_strategy_option, strategy_options
 COMPARISON = "comparison"
 
 
-def _fit_one(job: dict[str, Any]) -> dict[str, Any]:
-    """Child-process entry point: one fit on the shared split, returned as a table row."""
-    config = FitConfig.from_dict(job["config"])
-    return api.fit(config, out=job["out"], split=Split.load(job["split_file"]), report=job["report"], tensorboard=job["tensorboard"]).result.to_dict()
+CHILD = "import sys; from graft.comparison import fit_job; fit_job(sys.argv[1])"
+
+
+def fit_job(job_file: str) -> None:
+    """Child-process entry point: one fit on the shared split; its table row (or its one-line error) into ``result.json`` beside the job."""
+    job = json.loads(Path(job_file).read_text())
+    outcome = Path(job_file).with_name("result.json")
+    try:
+        config = FitConfig.from_dict(job["config"])
+        run = api.fit(config, out=job["out"], split=Split.load(job["split_file"]), report=job["report"], tensorboard=job["tensorboard"])
+    except GraftError as exc:
+        write_json(outcome, {"error": str(exc)})
+        sys.exit(exc.exit_code)
+    write_json(outcome, run.result.to_dict())
+
+
+def _fit_in_child(job: dict[str, Any]) -> RunResult:
+    """Run :func:`fit_job` in a fresh interpreter; its result, its error as ours, Ctrl-C as Ctrl-C."""
+    with tempfile.TemporaryDirectory(prefix="graft-compare-") as folder:
+        job_file = Path(folder) / "job.json"
+        write_json(job_file, job)
+        done = subprocess.run([sys.executable, "-c", CHILD, str(job_file)], check=False)
+        outcome = job_file.with_name("result.json")
+        if done.returncode in (130, -2):
+            raise KeyboardInterrupt
+        if not outcome.is_file():
+            raise GraftError(f"the {job['config']['strategy']} fit ended without a result (exit {done.returncode}); its messages are above")
+        row = json.loads(outcome.read_text())
+    if "error" in row:
+        raise GraftError(row["error"])
+    return RunResult.from_dict(row)
 
 
 def configs(data: str, strategies: list[str], options: dict[str, Any]) -> list[FitConfig]:
@@ -65,11 +98,9 @@ def compare(
     out = prepare_out(Path(out) if out is not None else None, f"compare-{Path(data).name}", overwrite)
     split.save(out)
     rows: list[RunResult] = []
-    context = multiprocessing.get_context("spawn")
     for config in runs:
-        job = {"config": config.to_dict(), "out": out / config.strategy, "split_file": out / SPLIT_FILE, "report": report, "tensorboard": tensorboard}
-        with context.Pool(1) as pool:
-            rows.append(RunResult.from_dict(pool.apply(_fit_one, (job,))))
+        job = {"config": config.to_dict(), "out": str(out / config.strategy), "split_file": str(out / SPLIT_FILE), "report": report, "tensorboard": tensorboard}
+        rows.append(_fit_in_child(job))
         write_table(out, [r.to_dict() for r in rows])  # after each strategy, so an interruption keeps the finished rows
     after_comparison(out, report=report)
     return rows
