@@ -1,6 +1,8 @@
 """graft as a library: the public face, one run description shared with the CLI, options checked up front."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,18 @@ def test_predict_and_evaluate_use_the_preprocessing_saved_in_the_run(shapes: Pat
     (run.path / "config.json").write_text(json.dumps(config))
     after = graft.load(run.path).predict(image, top_k=3)[0].top
     assert after != before
+
+
+@pytest.mark.slow
+def test_compare_runs_from_a_script_without_a_main_guard(shapes: Path, tmp_path: Path) -> None:
+    """A child that re-ran the caller's script (multiprocessing's spawn) would recurse here; a fresh interpreter does not."""
+    script = tmp_path / "compare_shapes.py"
+    script.write_text(
+        "import graft\n"
+        f"results = graft.compare({str(shapes)!r}, ['frozen', 'scratch'], backbone='smallcnn', epochs=1, batch_size=16, out={str(tmp_path / 'cmp')!r}, report=False)\n"
+        "print([r.strategy for r in results])\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['frozen', 'scratch']"
+    assert [row["strategy"] for row in json.loads((tmp_path / "cmp" / "comparison.json").read_text())] == ["frozen", "scratch"]
