@@ -43,8 +43,18 @@ SOURCES: dict[str, tuple[str, str, int | None]] = {
 
 # case -> (target data, classes, training images per class or None for the whole training part, candidates)
 CASES: dict[str, tuple[str, str | None, int | None, list[str]]] = {
-    "split-digits": ("digits", "7-9", None, ["smallcnn", "src:digits-0to6", "src:digits-0to2", "src:fashion-0to4", "tf_efficientnet_lite0"]),
-    "split-digits-30": ("digits", "7-9", 30, ["smallcnn", "src:digits-0to6", "src:digits-0to2", "src:fashion-0to4", "tf_efficientnet_lite0"]),
+    "split-digits": (
+        "digits",
+        "7-9",
+        None,
+        ["smallcnn", "src:digits-0to6", "src:digits-0to2", "src:fashion-0to4", "tf_efficientnet_lite0"],
+    ),
+    "split-digits-30": (
+        "digits",
+        "7-9",
+        30,
+        ["smallcnn", "src:digits-0to6", "src:digits-0to2", "src:fashion-0to4", "tf_efficientnet_lite0"],
+    ),
     "split-fashion": ("fashion", "5-9", 100, ["smallcnn", "src:fashion-0to4", "src:digits-0to6", "tf_efficientnet_lite0"]),
     "devanagari": ("devanagari", None, 100, ["smallcnn", "src:digits-0to6", "src:fashion-0to4", "tf_efficientnet_lite0"]),
     "devanagari-30": ("devanagari", None, 30, ["smallcnn", "src:digits-0to6", "src:fashion-0to4", "tf_efficientnet_lite0"]),
@@ -108,7 +118,16 @@ def run_case(name: str, out: Path, given: dict[str, str], epochs: int) -> dict[s
         best = max(own, key=lambda c: c.score)
         output = next(c for c in own if c.layer is None)
         accuracy = {
-            strategy: api.fit(data, classes=classes, backbone=backbone, strategy=strategy, split=split, settings=FINETUNE, out=out / name / f"{label.replace(':', '-')}-{strategy}", overwrite=True).test_accuracy
+            strategy: api.fit(
+                data,
+                classes=classes,
+                backbone=backbone,
+                strategy=strategy,
+                split=split,
+                settings=FINETUNE,
+                out=out / name / f"{label.replace(':', '-')}-{strategy}",
+                overwrite=True,
+            ).test_accuracy
             for strategy in ("frozen", "full")
         }
         rows.append(
@@ -125,7 +144,9 @@ def run_case(name: str, out: Path, given: dict[str, str], epochs: int) -> dict[s
         )
     scores = [r["best_logme"] for r in rows]
     rho = float(spearmanr(scores, [r["finetuned_accuracy"] for r in rows]).statistic) if len(rows) > 2 else None
-    rho_frozen = float(spearmanr([r["output_logme"] for r in rows], [r["frozen_accuracy"] for r in rows]).statistic) if len(rows) > 2 else None
+    rho_frozen = (
+        float(spearmanr([r["output_logme"] for r in rows], [r["frozen_accuracy"] for r in rows]).statistic) if len(rows) > 2 else None
+    )
     top = max(rows, key=lambda r: r["best_logme"])
     best_accuracy = max(r["finetuned_accuracy"] for r in rows)
     result = {
@@ -152,7 +173,9 @@ def print_case(result: dict[str, Any]) -> None:
         )
     rho = "n/a" if result["spearman"] is None else f"{result['spearman']:.2f}"
     frozen = "n/a" if result["spearman_output_vs_frozen"] is None else f"{result['spearman_output_vs_frozen']:.2f}"
-    print(f"Spearman(best LogME, fine-tuned accuracy) = {rho}; Spearman(output LogME, frozen accuracy) = {frozen}; top-ranked {result['top_ranked']} within one point of the best: {result['top_within_one_point']}")
+    print(
+        f"Spearman(best LogME, fine-tuned accuracy) = {rho}; Spearman(output LogME, frozen accuracy) = {frozen}; top-ranked {result['top_ranked']} within one point of the best: {result['top_within_one_point']}"
+    )
     rec = result["recommendation"]
     print(f"advice: {rec['strategy']} on {rec['backbone']} (layer {rec['layer']}); {result['confidence']['summary']}\n")
 

@@ -132,7 +132,13 @@ class Results:
         for column in ("name", "value", "unit", "baseline", "ratio"):
             table.add_column(column, justify="left" if column == "name" else "right")
         for row in self.rows:
-            table.add_row(row["name"], f"{row['value']:.4g}", row["unit"], f"{row['baseline']:.4g}" if "baseline" in row else "", f"{row['ratio']:.2f}x" if "ratio" in row else "")
+            table.add_row(
+                row["name"],
+                f"{row['value']:.4g}",
+                row["unit"],
+                f"{row['baseline']:.4g}" if "baseline" in row else "",
+                f"{row['ratio']:.2f}x" if "ratio" in row else "",
+            )
         return table
 
 

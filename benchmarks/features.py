@@ -78,12 +78,18 @@ def main() -> None:
     backbone = TimmBackbone("tf_efficientnet_lite0")
     settings = TrainSettings(epochs=args.epochs, batch_size=32, patience=args.epochs, augment="light")
     timings = {}
-    for label, strategy in (("cached features, cold cache", "features"), ("cached features, warm cache", "features"), ("backbone every epoch", "frozen")):
+    for label, strategy in (
+        ("cached features, cold cache", "features"),
+        ("cached features, warm cache", "features"),
+        ("backbone every epoch", "frozen"),
+    ):
         start = time.perf_counter()
         Trainer(settings).fit(GraftModel(backbone, len(split.classes)), get_strategy(strategy), split)
         timings[label] = time.perf_counter() - start
     recompute = timings["backbone every epoch"]
-    cache = Table(title=f"head training, tf_efficientnet_lite0, {len(split.train)} train + {len(split.val)} val images, {args.epochs} epochs")
+    cache = Table(
+        title=f"head training, tf_efficientnet_lite0, {len(split.train)} train + {len(split.val)} val images, {args.epochs} epochs"
+    )
     for column in ("how", "seconds", "recompute / this"):
         cache.add_column(column, justify="right")
     for label, seconds in timings.items():

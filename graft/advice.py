@@ -121,7 +121,10 @@ def stage_features(backbone: Backbone, loader: torch.utils.data.DataLoader, prec
     """
     stages: list[nn.Module] = backbone.blocks()[:-1]
     collected: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(stages))}
-    hooks = [stage.register_forward_hook(lambda _m, _i, out, k=k: collected[k].append(_pooled(out).float().cpu())) for k, stage in enumerate(stages)]
+    hooks = [
+        stage.register_forward_hook(lambda _m, _i, out, k=k: collected[k].append(_pooled(out).float().cpu()))
+        for k, stage in enumerate(stages)
+    ]
     try:
         forward_all(backbone, loader, precision)
     finally:
@@ -327,7 +330,9 @@ def _layer(own: list[Candidate], applied: Rule) -> tuple[Candidate, str]:
     final = next(c for c in own if c.layer is FINAL)
     if not applied.earlier_layer:
         return final, ""
-    better = [c for c in own if c.layer is not FINAL and c.probe_accuracy > final.probe_accuracy] or [c for c in own if c.layer is not FINAL]
+    better = [c for c in own if c.layer is not FINAL and c.probe_accuracy > final.probe_accuracy] or [
+        c for c in own if c.layer is not FINAL
+    ]
     fittable = [c for c in better if c.fittable]
     if fittable:
         chosen = max(fittable, key=lambda c: c.score)
@@ -337,7 +342,9 @@ def _layer(own: list[Candidate], applied: Rule) -> tuple[Candidate, str]:
     return final, ""
 
 
-def _confidence(ranked: list[Candidate], candidates: list[Candidate], best_features: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, Any]:
+def _confidence(
+    ranked: list[Candidate], candidates: list[Candidate], best_features: dict[str, np.ndarray], labels: np.ndarray, seed: int
+) -> dict[str, Any]:
     """How sure the backbone choice is: the score gap to the runner-up against the spread, and a bootstrap."""
     if len(ranked) < 2:
         return {"gap_share": None, "bootstrap_wins": None, "summary": _sureness(0.0, None)}
@@ -345,7 +352,12 @@ def _confidence(ranked: list[Candidate], candidates: list[Candidate], best_featu
     spread = max(scores) - min(scores)
     gap_share = (ranked[0].score - ranked[1].score) / spread if spread > 0 else 0.0
     wins = bootstrap_wins(best_features[ranked[0].backbone], best_features[ranked[1].backbone], labels, seed)
-    return {"gap_share": round(gap_share, 4), "bootstrap_wins": wins, "runner_up": ranked[1].backbone, "summary": _sureness(gap_share, wins)}
+    return {
+        "gap_share": round(gap_share, 4),
+        "bootstrap_wins": wins,
+        "runner_up": ranked[1].backbone,
+        "summary": _sureness(gap_share, wins),
+    }
 
 
 def fit_command(advice: Advice) -> list[str]:
@@ -363,5 +375,11 @@ def run_recommendation(advice: Advice, seed: int = 0, device: str = "auto") -> a
     """Train what ``advice`` recommends with :func:`graft.api.fit`, on the split the advice sampled from, on ``device``."""
     rec = advice.recommendation
     return api.fit(
-        advice.data["data"], classes=advice.data["selection"], backbone=rec["backbone"], strategy=rec["strategy"], layer=rec["layer"], seed=seed, device=device
+        advice.data["data"],
+        classes=advice.data["selection"],
+        backbone=rec["backbone"],
+        strategy=rec["strategy"],
+        layer=rec["layer"],
+        seed=seed,
+        device=device,
     )

@@ -73,10 +73,17 @@ class Run:
         return self.saved.model
 
     def predict(
-        self, paths: list[str | Path] | str | Path, top_k: int = 3, threshold: float | None = None, precision: str = "auto", device: str = "auto"
+        self,
+        paths: list[str | Path] | str | Path,
+        top_k: int = 3,
+        threshold: float | None = None,
+        precision: str = "auto",
+        device: str = "auto",
     ) -> list[Prediction]:
         """The top ``top_k`` labels of each image (files, or folders searched recursively), computed on ``device``."""
-        return predict(self.path, [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)], top_k, threshold, precision, device)
+        return predict(
+            self.path, [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)], top_k, threshold, precision, device
+        )
 
     def evaluate(
         self,
@@ -179,7 +186,10 @@ def fit(
         out = prepare_out(Path(out) if out is not None else None, config.name(), overwrite)
         split.save(out)
         if images is not None:
-            write_json(out / BAD_IMAGES, {"policy": config.bad_images, "count": len(images.bad), "images": images.bad, "empty_classes": images.empty_classes})
+            write_json(
+                out / BAD_IMAGES,
+                {"policy": config.bad_images, "count": len(images.bad), "images": images.bad, "empty_classes": images.empty_classes},
+            )
     else:
         out = Path(out)  # type: ignore[arg-type]  # _checkpoint_to_resume refuses None
         split = Split.load(out / SPLIT_FILE)
@@ -187,14 +197,22 @@ def fit(
         return _train_and_save(config, source, split, out, state, report, tensorboard)
     except KeyboardInterrupt:
         if (out / CHECKPOINT).is_file():
-            raise Interrupted(f"interrupted; every finished epoch is saved in {out / CHECKPOINT}; continue with: graft resume {out}") from None
+            raise Interrupted(
+                f"interrupted; every finished epoch is saved in {out / CHECKPOINT}; continue with: graft resume {out}"
+            ) from None
         raise Interrupted("interrupted before the first epoch finished; nothing to resume, run the command again") from None
     except DiskFull as exc:
-        hint = f"free some space, then continue with: graft resume {out}" if (out / CHECKPOINT).is_file() else "free some space and run the command again"
+        hint = (
+            f"free some space, then continue with: graft resume {out}"
+            if (out / CHECKPOINT).is_file()
+            else "free some space and run the command again"
+        )
         raise DiskFull(f"{exc}; {hint}") from exc
 
 
-def _train_and_save(config: FitConfig, source: Any, split: Split, out: Path, state: dict[str, Any] | None, report: bool, tensorboard: bool) -> Run:
+def _train_and_save(
+    config: FitConfig, source: Any, split: Split, out: Path, state: dict[str, Any] | None, report: bool, tensorboard: bool
+) -> Run:
     """Train on ``split``, save the model and its result into ``out``, then the report."""
     settings, strategy = config.settings, config.build_strategy()
     model = GraftModel(source, len(split.classes), settings.head)
@@ -247,7 +265,9 @@ def _checkpoint_to_resume(out: str | Path | None, config: FitConfig) -> dict[str
     saved = _saved_config(state.get("config"), device=config.settings.device).to_dict()  # a run may continue on another device
     for key, value in config.to_dict().items():
         if saved.get(key) != value:
-            raise GraftError(f"{out} was started with {key} {saved.get(key)!r}, not {value!r}; give the same options, or run: graft resume {out}")
+            raise GraftError(
+                f"{out} was started with {key} {saved.get(key)!r}, not {value!r}; give the same options, or run: graft resume {out}"
+            )
     return state
 
 
@@ -259,4 +279,3 @@ def resume(run_dir: str | Path, device: str | None = None) -> Run:
         raise GraftError(f"{run_dir} has finished already ({RESULT} is there); nothing to resume")
     config = _saved_config(load_checkpoint(run_dir / CHECKPOINT).get("config"), device)
     return fit(config, out=run_dir, resume=True)
-

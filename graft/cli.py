@@ -30,15 +30,24 @@ from graft.results import COLUMNS, LABELS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
-Data = Annotated[str, typer.Argument(help="an image folder (one sub-folder a class; Train/ and Test/ parts allowed), a CSV of path,label rows, or a built-in data set: digits, devanagari, fashion")]
+Data = Annotated[
+    str,
+    typer.Argument(
+        help="an image folder (one sub-folder a class; Train/ and Test/ parts allowed), a CSV of path,label rows, or a built-in data set: digits, devanagari, fashion"
+    ),
+]
 Classes = Annotated[str | None, typer.Option(help="classes to use, e.g. 7-9 or cat,dog; labels are re-indexed")]
-Backbone = Annotated[str, typer.Option(help="a timm model name (see 'graft backbones'), smallcnn, or a graft run directory whose backbone to transfer")]
+Backbone = Annotated[
+    str, typer.Option(help="a timm model name (see 'graft backbones'), smallcnn, or a graft run directory whose backbone to transfer")
+]
 Weights = Annotated[
     str | None,
     typer.Option(help="backbone weights: a .safetensors file or a PyTorch state dict (loaded without executing code), or 'random'"),
 ]
 Layer = Annotated[int | None, typer.Option(help="cut a timm backbone after this stage (0 = stem, -1 = last), features averaged over space")]
-Unfreeze = Annotated[int | None, typer.Option(help="finetune: train the last N blocks, in timm's stage structure (resnet: stem, layer1..layer4); default 1")]
+Unfreeze = Annotated[
+    int | None, typer.Option(help="finetune: train the last N blocks, in timm's stage structure (resnet: stem, layer1..layer4); default 1")
+]
 FreezeFirst = Annotated[
     int | None,
     typer.Option(help="finetune: freeze the first K layers (modules with parameters: convolutions, norms, linears, in forward order)"),
@@ -55,7 +64,9 @@ Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes")
 PerClass = Annotated[int | None, typer.Option(help="keep at most this many training images a class (validation/test unchanged)")]
 Precision = Annotated[
     str | None,
-    typer.Option(help="auto (bf16 where the CPU computes it natively, else fp32; long passes int8 where it agrees with fp32), int8, bf16 or fp32: the precision of forward passes"),
+    typer.Option(
+        help="auto (bf16 where the CPU computes it natively, else fp32; long passes int8 where it agrees with fp32), int8, bf16 or fp32: the precision of forward passes"
+    ),
 ]
 Device = Annotated[
     str | None,
@@ -63,12 +74,16 @@ Device = Annotated[
 ]
 ClassWeight = Annotated[
     str | None,
-    typer.Option(help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"),
+    typer.Option(
+        help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]
 Report = Annotated[bool, typer.Option(help="write report.html into the run directory when training ends")]
-TensorBoard = Annotated[bool, typer.Option("--tensorboard", help="also write the per-epoch metrics as TensorBoard events (RUN/tensorboard)")]
+TensorBoard = Annotated[
+    bool, typer.Option("--tensorboard", help="also write the per-epoch metrics as TensorBoard events (RUN/tensorboard)")
+]
 Resume = Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint (same options)")]
 BadImages = Annotated[str, typer.Option(help="skip: leave unreadable images out (listed in bad_images.json); fail: stop at the first")]
 
@@ -80,7 +95,28 @@ def _emit_json(data: Any) -> None:
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> Table:
     table = Table(title=Text(title), box=box.SIMPLE_HEAD)
     for column in columns:
-        table.add_column(LABELS.get(column, column.replace("_", " ")), justify="left" if column in ("strategy", "class", "path", "label", "name", "weights", "backbone", "layer", "description", "size", "classes", "source", "license") else "right", overflow="fold")
+        table.add_column(
+            LABELS.get(column, column.replace("_", " ")),
+            justify="left"
+            if column
+            in (
+                "strategy",
+                "class",
+                "path",
+                "label",
+                "name",
+                "weights",
+                "backbone",
+                "layer",
+                "description",
+                "size",
+                "classes",
+                "source",
+                "license",
+            )
+            else "right",
+            overflow="fold",
+        )
     for row in rows:  # cells as plain Text: a file or class named "[/x]" is a name, not rich markup
         table.add_row(*(Text(_format(column, row[column])) for column in columns))
     return table
@@ -156,7 +192,9 @@ def fit(
 @app.command()
 def resume(
     run: Annotated[Path, typer.Argument(help="a run directory holding checkpoint.safetensors")],
-    device: Annotated[str | None, typer.Option(help="continue on this device instead of the one the run started on (auto, cpu, cuda, cuda:N, mps)")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="continue on this device instead of the one the run started on (auto, cpu, cuda, cuda:N, mps)")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Continue an interrupted fit from its last checkpoint, with the options that started it."""
@@ -293,7 +331,9 @@ def evaluate(
 def predict(
     run: Annotated[Path, typer.Argument(help="a run directory")],
     paths: Annotated[list[Path] | None, typer.Argument(help="image files or folders")] = None,
-    from_list: Annotated[Path | None, typer.Option("--from-list", help="a file with one image path a line ('-': stdin); relative to its folder")] = None,
+    from_list: Annotated[
+        Path | None, typer.Option("--from-list", help="a file with one image path a line ('-': stdin); relative to its folder")
+    ] = None,
     top_k: Annotated[int, typer.Option(help="how many labels to list per image")] = 3,
     threshold: Annotated[float | None, typer.Option(help="flag images whose top probability is below this (column low_confidence)")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="table, csv or json (default: --output's suffix, else table)")] = None,
@@ -376,7 +416,11 @@ def experiment(
         _emit_json(result)
         return
     source = result["source"]
-    stdout.print(Text(f"source model: {source['test_accuracy']:.2%} test accuracy, {source['train_seconds']:.0f}s, {source['epochs']} epochs -> {source['run_dir']}"))
+    stdout.print(
+        Text(
+            f"source model: {source['test_accuracy']:.2%} test accuracy, {source['train_seconds']:.0f}s, {source['epochs']} epochs -> {source['run_dir']}"
+        )
+    )
     stdout.print(_table(f"graft experiment {name}", result["target"], result.get("columns", COLUMNS)))
 
 
@@ -404,11 +448,21 @@ def advise(
         _emit_json(result)
         return
     sizes = result["data"]
-    stdout.print(Text(f"{data}: {sizes['images']:,} images in {len(sizes['classes'])} classes; scored on {sizes['sampled_images']:,} of {sizes['train_images']:,} training images"))
+    stdout.print(
+        Text(
+            f"{data}: {sizes['images']:,} images in {len(sizes['classes'])} classes; scored on {sizes['sampled_images']:,} of {sizes['train_images']:,} training images"
+        )
+    )
     stdout.print(_table("images per class", [{"class": c, "images": n} for c, n in sizes["images_per_class"].items()], ["class", "images"]))
     rows = [{**r, "layer": "output" if r["layer"] is None else f"layer {r['layer']}", "logme": r["score"]} for r in result["candidates"]]
     stdout.print(_table("candidates (LogME: higher is better)", rows, ["backbone", "layer", "dims", "logme", "probe_accuracy"]))
-    stdout.print(_table("similarity to the source (output layer's share of the best cut's probe accuracy)", [{"backbone": k, "similarity": "random weights, no source" if v is None else v} for k, v in result["similarity"].items()], ["backbone", "similarity"]))
+    stdout.print(
+        _table(
+            "similarity to the source (output layer's share of the best cut's probe accuracy)",
+            [{"backbone": k, "similarity": "random weights, no source" if v is None else v} for k, v in result["similarity"].items()],
+            ["backbone", "similarity"],
+        )
+    )
     rec = result["recommendation"]
     stdout.print(f"[bold]recommendation[/]: {escape(' '.join(fit_command(advice)))}")
     stdout.print(f"why: {escape(rec['reason'])}")

@@ -74,7 +74,9 @@ def configs(data: str, strategies: list[str], options: dict[str, Any]) -> list[F
         raise GraftError("no strategies given; list one or more, e.g. frozen,finetune,full")
     given = {k for k, v in options.items() if v is not None and k in every_strategy_option()}
     if unused := sorted(given - {o for name in strategies for o in strategy_options(name)}):
-        raise GraftError(f"--{unused[0].replace('_', '-')} applies to none of the strategies {', '.join(strategies)}; drop it or add a strategy that takes it")
+        raise GraftError(
+            f"--{unused[0].replace('_', '-')} applies to none of the strategies {', '.join(strategies)}; drop it or add a strategy that takes it"
+        )
     result = []
     for name in strategies:
         own = {k: v for k, v in options.items() if k not in given or k in strategy_options(name)}
@@ -83,7 +85,14 @@ def configs(data: str, strategies: list[str], options: dict[str, Any]) -> list[F
 
 
 def compare(
-    data: str, strategies: list[str], *, out: str | Path | None = None, overwrite: bool = False, report: bool = True, tensorboard: bool = False, **options: Any
+    data: str,
+    strategies: list[str],
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    report: bool = True,
+    tensorboard: bool = False,
+    **options: Any,
 ) -> list[RunResult]:
     """Fit each strategy on the same seeded split; write ``comparison.json``/``.csv`` and one run per strategy.
 
@@ -99,7 +108,13 @@ def compare(
     split.save(out)
     rows: list[RunResult] = []
     for config in runs:
-        job = {"config": config.to_dict(), "out": str(out / config.strategy), "split_file": str(out / SPLIT_FILE), "report": report, "tensorboard": tensorboard}
+        job = {
+            "config": config.to_dict(),
+            "out": str(out / config.strategy),
+            "split_file": str(out / SPLIT_FILE),
+            "report": report,
+            "tensorboard": tensorboard,
+        }
         rows.append(_fit_in_child(job))
         write_table(out, [r.to_dict() for r in rows])  # after each strategy, so an interruption keeps the finished rows
     after_comparison(out, report=report)

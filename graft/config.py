@@ -89,7 +89,11 @@ class FitConfig:
         if unknown := sorted(set(raw) - names):
             raise GraftError(f"the saved run description has unknown field(s) {', '.join(unknown)}; it was made by another graft version")
         try:
-            values = {**raw, "settings": TrainSettings.from_dict(raw["settings"]), "strategy_options": dict(raw.get("strategy_options") or {})}
+            values = {
+                **raw,
+                "settings": TrainSettings.from_dict(raw["settings"]),
+                "strategy_options": dict(raw.get("strategy_options") or {}),
+            }
             return cls(**values).validate()
         except TypeError as exc:
             raise GraftError(f"the saved run description is incomplete ({exc}); start the run again") from exc
@@ -97,4 +101,3 @@ class FitConfig:
     def name(self) -> str:
         """A short name for the run's default folder: ``photos-finetune``."""
         return f"{Path(self.data).name or 'data'}-{self.strategy}"
-

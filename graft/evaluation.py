@@ -94,7 +94,9 @@ class Prediction:
         return row
 
 
-def score(run: SavedRun, root: str | Path, samples: list[tuple[str, int]], part: str, per_image: bool = False, precision: str = "auto") -> Evaluation:
+def score(
+    run: SavedRun, root: str | Path, samples: list[tuple[str, int]], part: str, per_image: bool = False, precision: str = "auto"
+) -> Evaluation:
     """The :class:`Evaluation` of ``run`` on ``samples`` under ``root`` (labels in the run's class order)."""
     root = Path(root)
     logits, labels = logits_of(run.model, root, samples, run.preprocessing, precision)

@@ -20,10 +20,14 @@ def split_digits(out: Path, overwrite: bool = False, device: str = "auto") -> di
     """Pretrain the small CNN on digits 0-6, then compare frozen, full and scratch on digits 7-9."""
     log("split-digits: pretraining the small CNN on digits 0-6", style="bold")
     settings = replace(PRETRAIN, device=device)
-    source = api.fit("digits", classes="0-6", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
+    source = api.fit(
+        "digits", classes="0-6", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite
+    )
     log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-6 in {source.result.train_seconds:.0f}s; transferring to 7-9")
     target = out / "target"
-    rows = compare("digits", ["frozen", "full", "scratch"], classes="7-9", backbone=str(out / "source"), out=target, overwrite=overwrite, device=device)
+    rows = compare(
+        "digits", ["frozen", "full", "scratch"], classes="7-9", backbone=str(out / "source"), out=target, overwrite=overwrite, device=device
+    )
     return {"source": source.to_dict(), "target": [row.to_dict() for row in rows]}
 
 
@@ -57,7 +61,9 @@ def sweep(
         for label, backbone, strategies, options in arms:
             log(f"{size} training images a class: {label} {', '.join(strategies)}", style="bold")
             target = out / f"per-class-{size}" / label.replace("/", "-")
-            compared = compare(data, strategies, classes=classes, backbone=backbone, out=target, settings=settings, overwrite=overwrite, **(options or {}))
+            compared = compare(
+                data, strategies, classes=classes, backbone=backbone, out=target, settings=settings, overwrite=overwrite, **(options or {})
+            )
             rows += [{"per_class": size, "backbone": label, **row.to_dict()} for row in compared]
             write_table(out, rows, SWEEP_COLUMNS, name="experiment")
     return rows
@@ -72,7 +78,9 @@ def split_fashion(out: Path, overwrite: bool = False, device: str = "auto") -> d
     start = time.perf_counter()
     log("split-fashion: pretraining the small CNN on Fashion-MNIST classes 0-4 (27,000 training images)", style="bold")
     settings = replace(PRETRAIN, epochs=2, device=device)  # 2 x 27,000 images: a CPU budget of a few minutes
-    source = api.fit("fashion", classes="0-4", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite)
+    source = api.fit(
+        "fashion", classes="0-4", backbone="smallcnn", strategy="scratch", out=out / "source", settings=settings, overwrite=overwrite
+    )
     log(f"source model: {source.test_accuracy:.2%} test accuracy on 0-4 in {source.result.train_seconds:.0f}s; transferring to 5-9")
     arms = [("smallcnn/fashion0-4", str(out / "source"), ["frozen", "full", "scratch"], None)]
     # All (about 5,400 a class) gets 2 epochs: a CPU budget, enough for the end of the curve.

@@ -72,7 +72,9 @@ def resolve(precision: str, device: str | torch.device = "cpu") -> str:
     if kind == "cpu":
         return ("bf16" if native_bf16() else "fp32") if precision == "auto" else precision
     if precision == "int8":
-        raise GraftError(f"--precision int8 runs on the CPU only, not on {device}; add --device cpu, or choose --precision auto, bf16 or fp32")
+        raise GraftError(
+            f"--precision int8 runs on the CPU only, not on {device}; add --device cpu, or choose --precision auto, bf16 or fp32"
+        )
     if precision == "auto":
         return "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return precision
@@ -238,7 +240,9 @@ def forward_batches(
         module.train(was_training)
 
 
-def forward_all(module: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def forward_all(
+    module: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`forward_batches` concatenated: ``(outputs, labels)`` over every batch."""
     outputs, labels = zip(*forward_batches(module, batches, precision), strict=True)
     return torch.cat(outputs), torch.cat(labels)

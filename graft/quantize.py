@@ -47,7 +47,10 @@ def quantized(module: nn.Module, x: torch.Tensor) -> tuple[Callable[[torch.Tenso
         observed = prepare_pt2e(graph, quantizer)
         reference = torch.cat([observed(x[:half]), module(x[half:])])
         network = torch.compile(convert_pt2e(observed), dynamic=False)
-    with torch._inductor.config.patch(freezing=True), quiet_torch_notices():  # freezing lowers int8 to oneDNN; a compile option would not reach it
+    with (
+        torch._inductor.config.patch(freezing=True),
+        quiet_torch_notices(),
+    ):  # freezing lowers int8 to oneDNN; a compile option would not reach it
         int8 = network(x).float()
     agreement = torch.nn.functional.cosine_similarity(int8[half:], reference[half:]).min().item()
     return network, reference, agreement

@@ -31,7 +31,18 @@ class RunResult:
 
 
 # The columns of every table of results (CLI, comparison.csv, report), in this order.
-COLUMNS = ("strategy", "test_accuracy", "test_accuracy_interval", "balanced_accuracy", "macro_f1", "train_seconds", "epochs", "trainable_params", "total_params", "peak_memory_mb")
+COLUMNS = (
+    "strategy",
+    "test_accuracy",
+    "test_accuracy_interval",
+    "balanced_accuracy",
+    "macro_f1",
+    "train_seconds",
+    "epochs",
+    "trainable_params",
+    "total_params",
+    "peak_memory_mb",
+)
 
 # Short headers for those columns on a terminal (an 80-column log must still read): what each one means is in
 # RunResult's field comments and docs/strategies.md.

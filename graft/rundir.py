@@ -98,7 +98,9 @@ MAX_HIDDEN = 8192  # far above any head graft makes; bounds what a crafted confi
 def _check_config(file: Path, config: dict[str, Any]) -> None:
     """Refuse a config whose values would not build a model, before anything is allocated."""
     classes, head = config["classes"], config["head"]
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes) and len(set(classes)) == len(classes)):
+    if not (
+        isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes) and len(set(classes)) == len(classes)
+    ):
         raise GraftError(f"{file}: 'classes' must list two or more distinct class names; the run directory is damaged, train it again")
     if not (
         isinstance(head, dict)
@@ -108,7 +110,9 @@ def _check_config(file: Path, config: dict[str, Any]) -> None:
         and type(head.get("hidden")) is int
         and 1 <= head["hidden"] <= MAX_HIDDEN
     ):
-        raise GraftError(f"{file}: 'head' {head!r} does not describe a head for {len(classes)} classes; the run directory is damaged, train it again")
+        raise GraftError(
+            f"{file}: 'head' {head!r} does not describe a head for {len(classes)} classes; the run directory is damaged, train it again"
+        )
     if not isinstance(config["backbone"], dict):
         raise GraftError(f"{file}: 'backbone' must be a JSON object; the run directory is damaged, train it again")
     try:

@@ -34,7 +34,9 @@ def create_backbone(name: str, weights: str | None = None, layer: int | None = N
             backbone.spec["weights"] = f"file:{Path(weights).resolve()}"
         return backbone
     if Path(name).exists():
-        raise GraftError(f"--backbone {name} is a path but not a graft run directory (no config.json); give a run made by 'graft fit' or 'graft pretrain'")
+        raise GraftError(
+            f"--backbone {name} is a path but not a graft run directory (no config.json); give a run made by 'graft fit' or 'graft pretrain'"
+        )
     if weights == RANDOM:
         backbone = TimmBackbone(name, layer=layer)
         backbone.spec["weights"] = RANDOM

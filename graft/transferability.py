@@ -97,14 +97,7 @@ def evidence(u: np.ndarray, s: np.ndarray, dim: int, y: np.ndarray) -> Evidence:
     m2 = float(np.sum((beta * s * x / denominator) ** 2))
     residual = float(np.sum((alpha * x / denominator) ** 2)) + outside
     log_det = float(np.sum(np.log(denominator))) + (dim - sigma.size) * np.log(alpha)
-    total = (
-        n / 2 * np.log(beta)
-        + dim / 2 * np.log(alpha)
-        - n / 2 * np.log(2 * np.pi)
-        - beta / 2 * residual
-        - alpha / 2 * m2
-        - log_det / 2
-    )
+    total = n / 2 * np.log(beta) + dim / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi) - beta / 2 * residual - alpha / 2 * m2 - log_det / 2
     return Evidence(float(total / n), alpha, beta, iteration)
 
 

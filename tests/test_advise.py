@@ -32,7 +32,9 @@ CLOSE, FAR = 1.0, SIMILAR - 0.2
         (SMALL, None, "features", True),  # no pretrained weights, little data: generic early features
     ],
 )
-def test_rule_follows_the_size_by_similarity_table(per_class: float, similarity_value: float | None, strategy: str, earlier_layer: bool) -> None:
+def test_rule_follows_the_size_by_similarity_table(
+    per_class: float, similarity_value: float | None, strategy: str, earlier_layer: bool
+) -> None:
     applied = rule(per_class, similarity_value)
     assert applied.strategy == strategy
     assert applied.earlier_layer is earlier_layer

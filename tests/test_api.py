@@ -45,7 +45,9 @@ def test_the_readme_snippet_runs_and_the_cli_writes_the_same_config(tmp_path: Pa
 
 
 def test_a_config_round_trips_and_is_what_the_checkpoint_holds(shapes: Path, tmp_path: Path) -> None:
-    config = FitConfig.create(str(shapes), strategy="finetune", unfreeze=2, epochs=1, lr=0.01, **{k: v for k, v in FAST.items() if k != "epochs"})
+    config = FitConfig.create(
+        str(shapes), strategy="finetune", unfreeze=2, epochs=1, lr=0.01, **{k: v for k, v in FAST.items() if k != "epochs"}
+    )
     assert config.strategy_options == {"unfreeze": 2} and config.settings.lr == 0.01
     assert FitConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     run = graft.fit(config, out=tmp_path / "run", report=False)
@@ -87,7 +89,9 @@ def test_int8_without_compiling_is_refused_up_front(shapes: Path, tmp_path: Path
 
 def test_cli_option_errors_are_one_line(shapes: Path, tmp_path: Path) -> None:
     assert_user_error(cli("fit", str(shapes), "--epochs", "-1", "--out", str(tmp_path / "a")), "--epochs -1 is out of range")
-    assert_user_error(cli("fit", str(shapes), "--strategy", "full", "--unfreeze", "2", "--out", str(tmp_path / "b")), "does not apply to strategy 'full'")
+    assert_user_error(
+        cli("fit", str(shapes), "--strategy", "full", "--unfreeze", "2", "--out", str(tmp_path / "b")), "does not apply to strategy 'full'"
+    )
     assert_user_error(cli("compare", str(shapes), "--strategies", "frozen,full", "--unfreeze", "2"), "applies to none of the strategies")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

@@ -30,7 +30,9 @@ def png_header_only(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b"")
+    )
 
 
 def add_corpus(folder: Path, case: str) -> None:
@@ -95,7 +97,9 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 
 
 @pytest.mark.parametrize("case", [*UNUSABLE[:-1], "empty class folder"])
-def test_fail_policy_stops_with_one_line_naming_the_file(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fail_policy_stops_with_one_line_naming_the_file(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = make_shapes(tmp_path / "data", per_class=4)
     if case == "empty class folder":
         (data / "empty").mkdir()
@@ -108,7 +112,9 @@ def test_fail_policy_stops_with_one_line_naming_the_file(tmp_path: Path, case: s
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def test_a_class_with_no_readable_image_is_an_error_under_either_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_class_with_no_readable_image_is_an_error_under_either_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = make_shapes(tmp_path / "data", per_class=4)
     (data / "broken").mkdir()
     for case in ("zero-bytes.png", "text.png"):
@@ -200,7 +206,9 @@ def test_a_csv_class_with_no_usable_row_is_an_error_under_skip(tmp_path: Path) -
     csv = shapes_csv(tmp_path / "data")
     with csv.open("a") as fh:
         fh.write("shapes/cat/gone.png,cat\n")
-    with pytest.raises(GraftError, match=r"class 'cat' in \S+list.csv has 1 image file\(s\) and none can be read \(gone.png: missing file\)"):
+    with pytest.raises(
+        GraftError, match=r"class 'cat' in \S+list.csv has 1 image file\(s\) and none can be read \(gone.png: missing file\)"
+    ):
         load_image_set(csv)
 
 
@@ -209,7 +217,9 @@ def test_fit_on_a_csv_writes_its_bad_rows_to_bad_images_json(tmp_path: Path) -> 
     csv = shapes_csv(tmp_path / "data", per_class=12)
     written = [add_bad_row(csv, case) for case in CSV_CASES]
     run = tmp_path / "run"
-    fitted = graft("fit", str(csv), "--backbone", "smallcnn", "--strategy", "scratch", "--epochs", "1", "--batch-size", "8", "--out", str(run))
+    fitted = graft(
+        "fit", str(csv), "--backbone", "smallcnn", "--strategy", "scratch", "--epochs", "1", "--batch-size", "8", "--out", str(run)
+    )
     assert fitted.returncode == 0, fitted.stderr
     report = json.loads((run / "bad_images.json").read_text())
     assert report["policy"] == "skip" and report["count"] == len(CSV_CASES)

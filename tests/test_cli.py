@@ -44,7 +44,21 @@ def test_bad_inputs_get_one_line_and_exit_code_2(tmp_path: Path, shapes: Path) -
 def test_fit_evaluate_predict_round_trip(tmp_path: Path, shapes: Path) -> None:
     out = tmp_path / "run"
     # batches of 4: 27 steps, enough for BatchNorm's running statistics to settle (batches of 16 made 6, and every test image one class)
-    fitted = graft("fit", str(shapes), "--backbone", "smallcnn", "--strategy", "scratch", "--epochs", "3", "--batch-size", "4", "--out", str(out), "--json")
+    fitted = graft(
+        "fit",
+        str(shapes),
+        "--backbone",
+        "smallcnn",
+        "--strategy",
+        "scratch",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert fitted.returncode == 0, fitted.stderr
     outcome = json.loads(fitted.stdout)
     assert outcome["strategy"] == "scratch" and outcome["test_accuracy"] >= 0.75, outcome  # bars, crosses, rings: learnable, chance is 1/3

@@ -42,7 +42,9 @@ def test_device_names_are_checked_for_form_and_against_this_machine(monkeypatch:
             check_device(name)
     fake_cuda(monkeypatch, 2)
     assert check_device("auto") == torch.device("cuda") and check_device("cuda:1") == torch.device("cuda", 1)
-    with pytest.raises(GraftError, match=r"--device cuda:3: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1; use --device cpu or auto"):
+    with pytest.raises(
+        GraftError, match=r"--device cuda:3: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1; use --device cpu or auto"
+    ):
         check_device("cuda:3")
     with pytest.raises(GraftError, match="--precision int8 runs on the CPU only"):  # PT2E int8 is x86 oneDNN's
         TrainSettings(precision="int8", device="cuda").validate()
@@ -65,7 +67,9 @@ def test_on_a_machine_without_accelerators_auto_is_the_cpu_and_says_nothing(caps
 def test_each_device_has_its_precision_and_the_cpu_keeps_its_own() -> None:
     assert resolve("auto", "cpu") == resolve("auto") and resolve("int8", "cpu") == "int8"
     assert resolve("auto", "mps") == "fp16"  # MPS autocast computes fp16; bf16 only on macOS 14 and later
-    assert resolve("auto", "cuda") == ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False) else "fp16")
+    assert resolve("auto", "cuda") == (
+        "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    )
     assert resolve("fp32", "cuda") == "fp32" and resolve("bf16", "mps") == "bf16"
     with pytest.raises(GraftError, match="--precision int8 runs on the CPU only, not on cuda; add --device cpu"):
         resolve("int8", "cuda")
@@ -80,9 +84,13 @@ def test_each_device_has_its_precision_and_the_cpu_keeps_its_own() -> None:
 def test_an_accelerator_this_machine_lacks_is_one_line_before_any_work(shapes: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = cli("fit", str(shapes), "--backbone", "smallcnn", "--device", "cuda", "--out", str(out))
-    assert_user_error(result, "--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False); use --device cpu or auto")
+    assert_user_error(
+        result, "--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False); use --device cpu or auto"
+    )
     assert_user_error(cli("fit", str(shapes), "--device", "mps", "--out", str(out)), "--device mps: this machine has no Apple MPS device")
-    assert_user_error(cli("predict", str(tmp_path / "nowhere"), str(shapes), "--device", "cuda:1"), "--device cuda:1: this machine has no CUDA device")
+    assert_user_error(
+        cli("predict", str(tmp_path / "nowhere"), str(shapes), "--device", "cuda:1"), "--device cuda:1: this machine has no CUDA device"
+    )
     assert not out.exists()
     with pytest.raises(GraftError, match="unknown --device 'tpu'"):
         graft.fit(str(shapes), out=out, device="tpu")

@@ -44,7 +44,9 @@ def test_bf16_features_of_real_imagenet_weights_agree_with_fp32() -> None:
     """EfficientNet-Lite0 with its ImageNet weights on photos scikit-image ships: same features, same class."""
     backbone = create_backbone("tf_efficientnet_lite0")
     transform = build_transform(backbone.preprocessing)
-    photos = torch.stack([transform(Image.fromarray(getattr(skdata, name)()).convert("RGB")) for name in ("coffee", "chelsea", "astronaut", "rocket")])
+    photos = torch.stack(
+        [transform(Image.fromarray(getattr(skdata, name)()).convert("RGB")) for name in ("coffee", "chelsea", "astronaut", "rocket")]
+    )
     batches = [(photos, torch.zeros(len(photos)))]
     fp32, _ = forward_all(backbone, batches, "fp32")
     bf16, _ = forward_all(backbone, batches, "bf16")
@@ -78,7 +80,21 @@ def test_fit_in_fp32_and_bf16_through_the_cli(shapes: Path, tmp_path: Path) -> N
     runs = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
-        done = graft("fit", str(shapes), "--backbone", "smallcnn", "--strategy", "scratch", "--epochs", "2", "--precision", precision, "--out", str(out), "--json")
+        done = graft(
+            "fit",
+            str(shapes),
+            "--backbone",
+            "smallcnn",
+            "--strategy",
+            "scratch",
+            "--epochs",
+            "2",
+            "--precision",
+            precision,
+            "--out",
+            str(out),
+            "--json",
+        )
         assert done.returncode == 0, done.stderr
         runs[precision] = out
     fp32 = graft("predict", str(runs["fp32"]), str(shapes), "--precision", "fp32", "--format", "json")

@@ -15,7 +15,9 @@ def ru_maxrss() -> int:
 
 
 @pytest.mark.parametrize(("platform", "unit"), [("darwin", 1 << 20), ("linux", 1 << 10)])
-def test_without_proc_ru_maxrss_is_read_in_the_platform_s_unit(platform: str, unit: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_proc_ru_maxrss_is_read_in_the_platform_s_unit(
+    platform: str, unit: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """macOS gives bytes, Linux and the BSDs KiB: the same figure must come out in MiB on both."""
     monkeypatch.setattr(memory, "PROC_STATUS", tmp_path / "no-proc")
     before = ru_maxrss()

@@ -68,7 +68,9 @@ def test_a_users_file_is_never_deleted(tmp_path: Path) -> None:
     out.mkdir()
     (out / "chapter1.tex").write_text("two years of work")
     for overwrite in (False, True):
-        with pytest.raises(GraftError, match=r"thesis holds chapter1\.tex, which graft did not write.*choose another --out or remove it yourself"):
+        with pytest.raises(
+            GraftError, match=r"thesis holds chapter1\.tex, which graft did not write.*choose another --out or remove it yourself"
+        ):
             prepare_out(out, "x", overwrite=overwrite)
     assert (out / "chapter1.tex").read_text() == "two years of work"
 

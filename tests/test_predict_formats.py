@@ -19,7 +19,14 @@ from tests.test_cli import assert_user_error, graft
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("predict")
     make_shapes(root / "shapes", per_class=10)
-    api.fit(str(root / "shapes"), backbone="smallcnn", strategy="scratch", out=root / "run", settings=TrainSettings(epochs=1, batch_size=16), report=False)
+    api.fit(
+        str(root / "shapes"),
+        backbone="smallcnn",
+        strategy="scratch",
+        out=root / "run",
+        settings=TrainSettings(epochs=1, batch_size=16),
+        report=False,
+    )
     return root / "run"
 
 
@@ -64,10 +71,22 @@ def test_list_file_paths_are_relative_to_the_list(run: Path, tmp_path: Path) -> 
 def test_cli_writes_json_and_csv_files(run: Path, tmp_path: Path) -> None:
     shapes = run.parent / "shapes"
     (tmp_path / "list.txt").write_text(f"{shapes / 'bar' / '000.png'}\n{shapes / 'ring' / '000.png'}\n")
-    result = graft("predict", str(run), str(shapes / "cross"), "--from-list", str(tmp_path / "list.txt"), "--threshold", "1", "--output", str(tmp_path / "p.json"))
+    result = graft(
+        "predict",
+        str(run),
+        str(shapes / "cross"),
+        "--from-list",
+        str(tmp_path / "list.txt"),
+        "--threshold",
+        "1",
+        "--output",
+        str(tmp_path / "p.json"),
+    )
     assert result.returncode == 0 and result.stdout == "", result.stderr
     rows = json.loads((tmp_path / "p.json").read_text())
-    assert len(rows) == 12 and rows[-1]["path"].endswith("ring/000.png") and all(r["low_confidence"] == (r["probability"] < 1) for r in rows)
+    assert (
+        len(rows) == 12 and rows[-1]["path"].endswith("ring/000.png") and all(r["low_confidence"] == (r["probability"] < 1) for r in rows)
+    )
     printed = graft("predict", str(run), str(shapes / "bar" / "001.png"), "--format", "csv", "--top-k", "3")
     assert printed.stdout.splitlines()[0] == "path,label,probability,label_2,probability_2,label_3,probability_3"
     assert_user_error(graft("predict", str(run), "--threshold", "1.5", str(shapes)), "--threshold 1.5 is not a probability")

@@ -44,9 +44,13 @@ def test_the_linear_head_is_solved_to_the_optimum_on_cached_features(shapes: Pat
 
 def test_an_mlp_head_and_an_augmented_frozen_fit_still_train_for_epochs(shapes: Path) -> None:
     split, backbone = _split_and_backbone(shapes)
-    mlp = Trainer(TrainSettings(epochs=2, batch_size=16, head="mlp", patience=5)).fit(GraftModel(backbone, 3, "mlp"), get_strategy("frozen"), split)
+    mlp = Trainer(TrainSettings(epochs=2, batch_size=16, head="mlp", patience=5)).fit(
+        GraftModel(backbone, 3, "mlp"), get_strategy("frozen"), split
+    )
     assert [r["epoch"] for r in mlp.history] == [1, 2] and "solver" not in mlp.history[0]
-    augmented = Trainer(TrainSettings(epochs=2, batch_size=16, augment="light", patience=5)).fit(GraftModel(backbone, 3), get_strategy("frozen"), split)
+    augmented = Trainer(TrainSettings(epochs=2, batch_size=16, augment="light", patience=5)).fit(
+        GraftModel(backbone, 3), get_strategy("frozen"), split
+    )
     assert len(augmented.history) == 2
 
 
@@ -89,7 +93,15 @@ def replace_settings(**changes: object) -> TrainSettings:
 
 
 def test_results_carry_balanced_accuracy_macro_f1_and_an_interval(tmp_path: Path) -> None:
-    run = graft.fit(str(uneven(tmp_path / "uneven")), backbone="smallcnn", strategy="scratch", epochs=2, batch_size=8, out=tmp_path / "run", report=False)
+    run = graft.fit(
+        str(uneven(tmp_path / "uneven")),
+        backbone="smallcnn",
+        strategy="scratch",
+        epochs=2,
+        batch_size=8,
+        out=tmp_path / "run",
+        report=False,
+    )
     result = json.loads((run.path / "result.json").read_text())
     low, high = result["test_accuracy_interval"]
     assert low <= result["test_accuracy"] <= high and high - low > 0.05  # 18 test images: a wide interval

@@ -69,12 +69,16 @@ def test_tensorboard_events_hold_every_epoch(run: Path) -> None:
     assert [e.value for e in val] == pytest.approx([m["val_accuracy"] for m in metrics])
 
 
-def test_a_failing_report_only_warns(shapes_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_report_only_warns(
+    shapes_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def broken(folder: Path) -> Path:
         raise ValueError("plotting went wrong\nsecond line")
 
     monkeypatch.setattr(pages, "run_page", broken)
-    outcome = api.fit(str(shapes_data), backbone="smallcnn", strategy="frozen", out=tmp_path / "run", settings=TrainSettings(epochs=1, batch_size=16))
+    outcome = api.fit(
+        str(shapes_data), backbone="smallcnn", strategy="frozen", out=tmp_path / "run", settings=TrainSettings(epochs=1, batch_size=16)
+    )
     assert (tmp_path / "run" / "result.json").is_file() and outcome.result.epochs == 1
     assert not (tmp_path / "run" / "report.html").exists()
     warning = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]

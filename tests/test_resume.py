@@ -52,7 +52,9 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert metrics(resumed) == metrics(reference)
     result, expected = (json.loads((run / "result.json").read_text()) for run in (resumed, reference))
-    assert {k: result[k] for k in ("test_accuracy", "test_loss", "epochs")} == {k: expected[k] for k in ("test_accuracy", "test_loss", "epochs")}
+    assert {k: result[k] for k in ("test_accuracy", "test_loss", "epochs")} == {
+        k: expected[k] for k in ("test_accuracy", "test_loss", "epochs")
+    }
     assert not (resumed / CHECKPOINT).exists()  # a finished run keeps its model, not the checkpoint
 
 
@@ -108,7 +110,9 @@ def test_resume_refuses_other_options_and_finished_runs(shapes: Path, tmp_path: 
         api.resume(tmp_path / "nowhere")
 
 
-def test_interrupt_in_the_first_epoch_says_there_is_nothing_to_resume(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupt_in_the_first_epoch_says_there_is_nothing_to_resume(
+    shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     crash_after(monkeypatch, 1)
     with pytest.raises(Interrupted, match="before the first epoch finished"):
         api.fit(str(shapes), strategy="full", settings=SETTINGS, out=tmp_path / "run")
@@ -150,7 +154,22 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
 def test_sigkill_with_workers_and_augmentation_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     """Augmentation in DataLoader workers: the resumed epochs must draw what the uninterrupted run's drew."""
     data = make_shapes(tmp_path / "shapes", per_class=12)
-    args = ["fit", str(data), "--backbone", "smallcnn", "--strategy", "full", "--augment", "light", "--workers", "2", "--epochs", "3", "--batch-size", "8"]
+    args = [
+        "fit",
+        str(data),
+        "--backbone",
+        "smallcnn",
+        "--strategy",
+        "full",
+        "--augment",
+        "light",
+        "--workers",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+    ]
     reference = graft(*args, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
     run = tmp_path / "run"
@@ -175,6 +194,9 @@ def test_ctrl_c_writes_nothing_half_and_prints_how_to_resume(tmp_path: Path) -> 
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == f"interrupted; every finished epoch is saved in {run / CHECKPOINT}; continue with: graft resume {run}"
+    assert (
+        stderr.strip().splitlines()[-1]
+        == f"interrupted; every finished epoch is saved in {run / CHECKPOINT}; continue with: graft resume {run}"
+    )
     assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
     assert_user_error(graft("fit", str(data), "--out", str(run), "--resume"), "was started with strategy 'full', not 'frozen'")

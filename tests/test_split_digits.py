@@ -18,8 +18,19 @@ def test_pretrain_on_0_to_6_then_compare_on_7_to_9(tmp_path: Path) -> None:
 
     out = tmp_path / "compare"
     compared = graft(
-        "compare", "digits", "--classes", "7-9", "--backbone", str(source), "--strategies", "frozen,full,scratch",
-        "--epochs", "4", "--out", str(out), "--json",
+        "compare",
+        "digits",
+        "--classes",
+        "7-9",
+        "--backbone",
+        str(source),
+        "--strategies",
+        "frozen,full,scratch",
+        "--epochs",
+        "4",
+        "--out",
+        str(out),
+        "--json",
     )
     assert compared.returncode == 0, compared.stderr
     rows = {row["strategy"]: row for row in json.loads(compared.stdout)}

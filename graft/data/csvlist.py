@@ -51,10 +51,14 @@ def _candidate(root: Path, line: int, written: str, label: str) -> Candidate:
     target = Path(os.path.normpath(base / written))  # an absolute path replaces base
     inside = next((target.relative_to(b).as_posix() for b in (base, base.resolve()) if target.is_relative_to(b)), None)
     if inside is None:
-        return Candidate(written, label, "outside the CSV's folder", f"move the image into {root} and correct line {line}, or remove that line")
+        return Candidate(
+            written, label, "outside the CSV's folder", f"move the image into {root} and correct line {line}, or remove that line"
+        )
     if not target.is_file():
         why = "not a file" if target.exists() else "missing file"
-        return Candidate(written, label, why, f"correct the path on line {line} (paths are relative to the CSV's folder) or remove that line")
+        return Candidate(
+            written, label, why, f"correct the path on line {line} (paths are relative to the CSV's folder) or remove that line"
+        )
     if not label:
         return Candidate(written, label, "empty label", f"give line {line} a label or remove it")
     return Candidate(inside, label, fix=f"replace the image or remove line {line}")

@@ -162,4 +162,3 @@ def generate(target: Path, train_per_class: int = 200, test_per_class: int = 50,
                 rng = np.random.default_rng([seed, part_index, class_index, i])
                 render(text, fonts, rng).save(folder / f"{i:05d}.png")
     (Path(target) / "fonts.txt").write_text("".join(f"{path}\n" for path in fonts))
-

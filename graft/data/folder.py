@@ -48,7 +48,9 @@ def load_folder_set(root: Path, classes: str | None = None, bad_images: str = "s
     names = [name for name in names if name not in empty]
     if len(names) < 2:
         left_out = f" (left out for having no images: {', '.join(empty)})" if empty else ""
-        raise GraftError(f"{root} has images for only {len(names)} class(es) ({', '.join(names) or 'none'}){left_out}; a classifier needs at least two")
+        raise GraftError(
+            f"{root} has images for only {len(names)} class(es) ({', '.join(names) or 'none'}){left_out}; a classifier needs at least two"
+        )
     candidates = [Candidate(path.relative_to(root).as_posix(), name) for name in names for part in found[name] for path in part]
     samples, bad = scan(root, names, candidates, bad_images)
     test_folder = parts[1].name if parts else None

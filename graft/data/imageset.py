@@ -80,9 +80,7 @@ def parse_classes(spec: str, available: list[str]) -> list[str]:
             names = [token]
         for name in names:
             if name not in available:
-                raise GraftError(
-                    f"unknown class '{name}' in --classes {spec}; this data set has: {', '.join(available)}"
-                )
+                raise GraftError(f"unknown class '{name}' in --classes {spec}; this data set has: {', '.join(available)}")
             if name not in chosen:
                 chosen.append(name)
     if len(chosen) < 2:
@@ -106,7 +104,9 @@ def scan(
     source = f" (listed in {listed_in})" if listed_in else ""
     known = [c for c in candidates if c.problem is not None]
     if known and bad_images == "fail":
-        raise GraftError(f"cannot use {known[0].path}{source}: {known[0].problem}; {known[0].fix}, or pass --bad-images skip to leave such entries out")
+        raise GraftError(
+            f"cannot use {known[0].path}{source}: {known[0].problem}; {known[0].fix}, or pass --bad-images skip to leave such entries out"
+        )
     to_decode = [c for c in candidates if c.problem is None]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         decoded = iter(list(pool.map(image_problem, (root / c.path for c in to_decode))))  # in to_decode's order
@@ -114,7 +114,9 @@ def scan(
     unreadable = [(c, why) for c, why in zip(candidates, whys, strict=True) if why is not None and c.problem is None]
     if unreadable and bad_images == "fail":
         first, why = unreadable[0]
-        raise GraftError(f"cannot read image {root / first.path}{source}: {why}; {first.fix}, or pass --bad-images skip to leave such files out")
+        raise GraftError(
+            f"cannot read image {root / first.path}{source}: {why}; {first.fix}, or pass --bad-images skip to leave such files out"
+        )
     entries: dict[str, list[tuple[Candidate, str | None]]] = {name: [] for name in classes}
     for c, why in zip(candidates, whys, strict=True):
         if c.label in entries:
@@ -123,7 +125,9 @@ def scan(
         if all(why is not None for _, why in offered):
             place, remove = (f"class '{name}' in {listed_in}", "its rows") if listed_in else (f"class folder {root / name}", "the folder")
             first, why = offered[0]
-            raise GraftError(f"{place} has {len(offered)} image file(s) and none can be read ({Path(first.path).name}: {why}); replace them or remove {remove}")
+            raise GraftError(
+                f"{place} has {len(offered)} image file(s) and none can be read ({Path(first.path).name}: {why}); replace them or remove {remove}"
+            )
     index = {name: i for i, name in enumerate(classes)}
     samples = [(c.path, index[c.label]) for c, why in zip(candidates, whys, strict=True) if why is None]
     bad = [(c.path, why) for c, why in zip(candidates, whys, strict=True) if why is not None]

@@ -114,13 +114,17 @@ class FeatureCache:
             # First occurrence of each missing content only: duplicates are computed once.
             first = list({digests[i]: i for i in reversed(todo)}.values())
             pinned = pin_memory(module_device(self.backbone))
-            loader = make_loader(root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers, pin_memory=pinned)
+            loader = make_loader(
+                root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers, pin_memory=pinned
+            )
             rows = (row for outputs, _ in forward_batches(self.backbone, loader, self.precision) for row in outputs.numpy())
             for i, row in zip(first, rows, strict=True):
                 _write_atomic(self.entry(digests[i]), _npy(row))
         return digests
 
-    def features(self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(
+        self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features, labels)`` for ``samples`` in order: cached entries read, the rest computed and stored."""
         digests = self.fill(root, samples, batch_size, workers)
         found = {d: np.load(self.entry(d), allow_pickle=False) for d in set(digests)}

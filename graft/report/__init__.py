@@ -28,7 +28,9 @@ def _parts(folder: Path) -> list[Path]:
         raise GraftError(f"{folder} does not exist; give a run, comparison or experiment directory")
     parts = [p for p in sorted(folder.iterdir()) if p.is_dir() and (is_run_dir(p) or is_comparison_dir(p))]
     if not parts:
-        raise GraftError(f"{folder} holds no graft run (config.json) or comparison (comparison.json); give a folder made by fit, compare or experiment")
+        raise GraftError(
+            f"{folder} holds no graft run (config.json) or comparison (comparison.json); give a folder made by fit, compare or experiment"
+        )
     return parts
 
 

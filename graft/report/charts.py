@@ -50,14 +50,20 @@ def learning_curves(records: Sequence[dict[str, Any]], chart_id: str = "learning
                     mode="lines+markers",
                     line={"color": color, "width": 2},
                     text=hover,
-                    hovertemplate="%{text}<br>" + part + f" {metric}: " + ("%{y:.2%}" if metric == "accuracy" else "%{y:.4f}") + "<extra></extra>",
+                    hovertemplate="%{text}<br>"
+                    + part
+                    + f" {metric}: "
+                    + ("%{y:.2%}" if metric == "accuracy" else "%{y:.4f}")
+                    + "<extra></extra>",
                 ),
                 row=1,
                 col=col,
             )
     for i in range(1, len(records)):
         if records[i]["phase"] != records[i - 1]["phase"]:
-            fig.add_vline(x=i + 0.5, line_dash="dot", line_color="#888", annotation_text=records[i]["phase"], annotation_position="top left")
+            fig.add_vline(
+                x=i + 0.5, line_dash="dot", line_color="#888", annotation_text=records[i]["phase"], annotation_position="top left"
+            )
     fig.update_xaxes(title_text="epoch", dtick=1 if len(records) <= 20 else None)
     fig.update_yaxes(rangemode="nonnegative", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", autorangeoptions=ACCURACY_RANGE, row=1, col=2)
@@ -87,7 +93,13 @@ def per_class(rows: list[dict[str, Any]], chart_id: str = "per-class") -> Markup
     classes = [r["class"] for r in rows]
     fig = go.Figure(
         [
-            go.Bar(name=metric, x=classes, y=[r[metric] for r in rows], marker_color=color, hovertemplate="%{x}: %{y:.2%}<extra>" + metric + "</extra>")
+            go.Bar(
+                name=metric,
+                x=classes,
+                y=[r[metric] for r in rows],
+                marker_color=color,
+                hovertemplate="%{x}: %{y:.2%}<extra>" + metric + "</extra>",
+            )
             for metric, color in (("precision", TRAIN), ("recall", VAL))
         ]
     )
@@ -123,9 +135,13 @@ def accuracy_vs_time(rows: list[dict[str, Any]], chart_id: str = "accuracy-vs-ti
         )
     accuracies = [r["test_accuracy"] for r in rows]
     log_x = max(seconds) / min(seconds) > 20
-    fig.update_xaxes(title_text="training time (seconds" + (", log scale)" if log_x else ")"), type="log" if log_x else "linear", rangemode="tozero")
+    fig.update_xaxes(
+        title_text="training time (seconds" + (", log scale)" if log_x else ")"), type="log" if log_x else "linear", rangemode="tozero"
+    )
     # zoomed to the points (strategies often differ by a point or two) but never below 0% or above 100%
-    fig.update_yaxes(title_text="test accuracy", tickformat=".1%", range=[max(0.0, min(accuracies) - 0.05), min(1.0, max(accuracies) + 0.03)])
+    fig.update_yaxes(
+        title_text="test accuracy", tickformat=".1%", range=[max(0.0, min(accuracies) - 0.05), min(1.0, max(accuracies) + 0.03)]
+    )
     fig.update_layout(height=400, showlegend=False)
     return _html(fig, chart_id)
 

@@ -31,7 +31,10 @@ def _fmt(column: str, value: Any) -> str:
 
 def _kpis(result: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        ("test accuracy", f'{_fmt("accuracy", result["test_accuracy"])} ({_fmt("test_accuracy_interval", result["test_accuracy_interval"])})'),
+        (
+            "test accuracy",
+            f"{_fmt('accuracy', result['test_accuracy'])} ({_fmt('test_accuracy_interval', result['test_accuracy_interval'])})",
+        ),
         ("balanced accuracy", _fmt("accuracy", result["balanced_accuracy"])),
         ("macro F1", _fmt("macro_f1", result["macro_f1"])),
         ("training time", f"{result['train_seconds']:,.1f} s"),
@@ -51,7 +54,11 @@ def _settings_section(config: dict[str, Any]) -> Section:
     cards = [("classes", [(str(i), name) for i, name in enumerate(config["classes"])])] if len(config["classes"]) <= 20 else []
     fit = config.get("fit") or {}
     cards.append(("run", [(key, show(v)) for key, v in fit.items() if not isinstance(v, dict)]))
-    groups = {"strategy options": fit.get("strategy_options"), "training": fit.get("settings"), **{k: config.get(k) for k in ("backbone", "head", "preprocessing")}}
+    groups = {
+        "strategy options": fit.get("strategy_options"),
+        "training": fit.get("settings"),
+        **{k: config.get(k) for k in ("backbone", "head", "preprocessing")},
+    }
     cards += [(name, [(key, show(v)) for key, v in value.items()]) for name, value in groups.items() if isinstance(value, dict) and value]
     return Section("Settings", "settings", note="From config.json: what it takes to train this run again.", cards=cards)
 
@@ -63,7 +70,10 @@ def _test_sections(run_dir: Path) -> list[Section]:
     except GraftError as exc:
         note = f"The test images could not be read again ({exc}); the confusion matrix and the gallery need them."
         return [Section("Test split", "test", note=note)]
-    classes, rows = evaluation.classes, [{"class": c.name, "precision": c.precision, "recall": c.recall, "support": c.support} for c in evaluation.per_class]
+    classes, rows = (
+        evaluation.classes,
+        [{"class": c.name, "precision": c.precision, "recall": c.recall, "support": c.support} for c in evaluation.per_class],
+    )
     wrong = sorted((p for p in evaluation.per_image or [] if p["true"] != p["predicted"]), key=lambda p: -p["probability"])
     gallery = [{**p, "src": thumbnail(Path(p["path"])), "name": Path(p["path"]).name} for p in wrong[:GALLERY_SIZE]]
     n = evaluation.images
@@ -80,7 +90,11 @@ def _test_sections(run_dir: Path) -> list[Section]:
             "per-class",
             note="Precision: of the images predicted as the class, the share that are. Recall: of the class's images, the share found.",
             chart=charts.per_class(rows),
-            table={"columns": ["class", "precision", "recall", "support"], "rows": [[_fmt(k, r[k]) for k in ("class", "precision", "recall", "support")] for r in rows], "numeric": NUMERIC},
+            table={
+                "columns": ["class", "precision", "recall", "support"],
+                "rows": [[_fmt(k, r[k]) for k in ("class", "precision", "recall", "support")] for r in rows],
+                "numeric": NUMERIC,
+            },
         ),
         Section(
             "Most confident mistakes",
@@ -111,7 +125,9 @@ def run_page(run_dir: Path) -> Path:
     )
     sections = [curves, *_test_sections(run_dir), _settings_section(config)]
     subtitle = f"{backbone} backbone · {strategy} strategy · {len(config['classes'])} classes of {fit.get('data', '?')}"
-    return render(run_dir / REPORT, kind="graft run", title=run_dir.name, subtitle=subtitle, kpis=_kpis(result), sections=sections, folder=run_dir)
+    return render(
+        run_dir / REPORT, kind="graft run", title=run_dir.name, subtitle=subtitle, kpis=_kpis(result), sections=sections, folder=run_dir
+    )
 
 
 def page_link(part: Path) -> str:
@@ -177,7 +193,9 @@ def comparison_page(folder: Path) -> Path:
         ("fastest", f"{fastest['train_seconds']:,.1f} s ({fastest['strategy']})"),
         ("strategies", str(len(rows))),
     ]
-    return render(folder / REPORT, kind="graft comparison", title=folder.name, subtitle=subtitle, kpis=kpis, sections=sections, folder=folder)
+    return render(
+        folder / REPORT, kind="graft comparison", title=folder.name, subtitle=subtitle, kpis=kpis, sections=sections, folder=folder
+    )
 
 
 def experiment_page(folder: Path, parts: list[Path]) -> Path:
@@ -190,7 +208,19 @@ def experiment_page(folder: Path, parts: list[Path]) -> Path:
             rows.append([part.name, "comparison", f"best {best['test_accuracy']:.2%} ({best['strategy']}) of {len(table)} strategies"])
         else:
             result = read_result(part)
-            rows.append([part.name, "run", f"{result['test_accuracy']:.2%} test accuracy ({result['strategy']}, {result['train_seconds']:,.1f} s)"])
+            rows.append(
+                [part.name, "run", f"{result['test_accuracy']:.2%} test accuracy ({result['strategy']}, {result['train_seconds']:,.1f} s)"]
+            )
         links[part.name] = page_link(part)
-    section = Section("Parts", "parts", note="Each part has its own report.", table={"columns": ["part", "kind", "result"], "rows": rows, "links": links})
-    return render(folder / REPORT, kind="graft experiment", title=folder.name, subtitle=f"{len(parts)} parts", kpis=[], sections=[section], folder=folder)
+    section = Section(
+        "Parts", "parts", note="Each part has its own report.", table={"columns": ["part", "kind", "result"], "rows": rows, "links": links}
+    )
+    return render(
+        folder / REPORT,
+        kind="graft experiment",
+        title=folder.name,
+        subtitle=f"{len(parts)} parts",
+        kpis=[],
+        sections=[section],
+        folder=folder,
+    )

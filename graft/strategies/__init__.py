@@ -44,5 +44,7 @@ def get_strategy(name: str, **options: Any) -> Strategy:
     given = {k: v for k, v in options.items() if v is not None}
     if unused := [k for k in given if k not in accepted]:
         takes = f"it takes {', '.join('--' + o.replace('_', '-') for o in accepted)}" if accepted else "it takes no options"
-        raise GraftError(f"--{unused[0].replace('_', '-')} does not apply to strategy '{name}' ({takes}); drop it or choose another strategy")
+        raise GraftError(
+            f"--{unused[0].replace('_', '-')} does not apply to strategy '{name}' ({takes}); drop it or choose another strategy"
+        )
     return strategy_class(name)(**given)

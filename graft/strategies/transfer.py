@@ -44,18 +44,24 @@ class Finetune(Strategy):
         if unfreeze is None and freeze_first is None:
             unfreeze = 1
         if (unfreeze is not None and unfreeze < 1) or (freeze_first is not None and freeze_first < 0):
-            raise GraftError(f"--unfreeze must be at least 1 and --freeze-first at least 0 (got {unfreeze if freeze_first is None else freeze_first})")
+            raise GraftError(
+                f"--unfreeze must be at least 1 and --freeze-first at least 0 (got {unfreeze if freeze_first is None else freeze_first})"
+            )
         self.unfreeze, self.freeze_first = unfreeze, freeze_first
 
     def trainable_backbone(self, model: GraftModel) -> list[nn.Module]:
         if self.unfreeze is not None:
             blocks = model.backbone.blocks()
             if self.unfreeze > len(blocks):
-                raise GraftError(f"--unfreeze {self.unfreeze} is more than the backbone's {len(blocks)} blocks; use --unfreeze {len(blocks)} or the 'full' strategy")
+                raise GraftError(
+                    f"--unfreeze {self.unfreeze} is more than the backbone's {len(blocks)} blocks; use --unfreeze {len(blocks)} or the 'full' strategy"
+                )
             return blocks[-self.unfreeze :]
         layers = parameterised_layers(model.backbone)
         if self.freeze_first >= len(layers):
-            raise GraftError(f"--freeze-first {self.freeze_first} freezes every layer: this backbone has {len(layers)} layers with parameters; give fewer, or use 'frozen'")
+            raise GraftError(
+                f"--freeze-first {self.freeze_first} freezes every layer: this backbone has {len(layers)} layers with parameters; give fewer, or use 'frozen'"
+            )
         return layers[self.freeze_first :]
 
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:

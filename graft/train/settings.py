@@ -64,7 +64,9 @@ class TrainSettings:
         _choice(self.precision, PRECISIONS, "--precision")
         _choice(self.class_weight, CLASS_WEIGHTS, "--class-weight")
         if self.precision == "int8" and compile_mode() == "off":
-            raise GraftError("--precision int8 runs through a compiled network; drop --compile off (or GRAFT_COMPILE=off), or choose bf16 or fp32")
+            raise GraftError(
+                "--precision int8 runs through a compiled network; drop --compile off (or GRAFT_COMPILE=off), or choose bf16 or fp32"
+            )
         resolve(self.precision, check_device(self.device))  # a device this machine lacks, or int8 off the CPU
         return self
 

@@ -115,7 +115,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def misfit(exc: Exception) -> GraftError:
     """A checkpoint whose contents do not fit the model or optimizer the run's arguments build."""
-    return GraftError(f"the checkpoint does not fit this run ({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); start the run again")
+    return GraftError(
+        f"the checkpoint does not fit this run ({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); start the run again"
+    )
 
 
 def epoch_seed(seed: int, phase: int, epoch: int) -> int:
@@ -195,7 +197,9 @@ class Trainer:
         counts = torch.bincount(labels, minlength=num_classes)
         mode = self.settings.class_weight
         if mode == "auto" and is_imbalanced(counts.tolist()):
-            self.log(f"classes are uneven ({int(counts.max())} to {int(counts.min())} training images): class-weighted loss; --class-weight none turns it off")
+            self.log(
+                f"classes are uneven ({int(counts.max())} to {int(counts.min())} training images): class-weighted loss; --class-weight none turns it off"
+            )
             mode = "balanced"
         self.class_weight = "balanced" if mode == "balanced" else None
         weight = class_weights(labels, num_classes, self.class_weight)
@@ -232,7 +236,15 @@ class Trainer:
             train = DataLoader(parts[0], batch_size=s.batch_size, shuffle=True, generator=generator, pin_memory=pinned)
             return model.head, train, DataLoader(parts[1], batch_size=s.batch_size, pin_memory=pinned)
         train = make_loader(
-            root, split.train, pre, batch_size=s.batch_size, augment=s.augment, shuffle=True, seed=s.seed, workers=s.workers, pin_memory=pinned
+            root,
+            split.train,
+            pre,
+            batch_size=s.batch_size,
+            augment=s.augment,
+            shuffle=True,
+            seed=s.seed,
+            workers=s.workers,
+            pin_memory=pinned,
         )
         val = make_loader(root, split.val, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
         return model, train, val
