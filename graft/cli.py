@@ -27,6 +27,7 @@ from graft.evaluation import evaluate as run_evaluate
 from graft.evaluation import predict as run_predict
 from graft.inference import compile_mode
 from graft.results import COLUMNS, LABELS
+from graft.train.settings import ema_setting
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -76,6 +77,12 @@ ClassWeight = Annotated[
     str | None,
     typer.Option(
         help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"
+    ),
+]
+Ema = Annotated[
+    str | None,
+    typer.Option(
+        help="on (the default: a moving average of the weights, kept where it scores better on validation), off, or its decay (e.g. 0.99)"
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
@@ -170,6 +177,7 @@ def fit(
     precision: Precision = None,
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
+    ema: Ema = None,
     device: Device = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
@@ -182,7 +190,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, device=device, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), device=device, bad_images=bad_images,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -273,6 +281,7 @@ def compare(
     precision: Precision = None,
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
+    ema: Ema = None,
     device: Device = None,
     overwrite: Overwrite = False,
     report: Report = True,
@@ -287,7 +296,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        device=device,
+        ema=ema_setting(ema), device=device,
     )  # fmt: skip
     rows = [r.to_dict() for r in results]
     if as_json:

@@ -120,7 +120,7 @@ def run_page(run_dir: Path) -> Path:
     curves = Section(
         "Learning curves",
         "curves",
-        note="Loss and accuracy per epoch on the training and validation images; the saved model is the epoch with the lowest validation loss.",
+        note="Loss and accuracy per epoch on the training and validation images; the saved model is the epoch (or moving average of the weights) that scores best on the validation accuracy (balanced accuracy where the classes are uneven).",
         chart=charts.learning_curves(records) if records else None,
     )
     sections = [curves, *_test_sections(run_dir), _settings_section(config)]

@@ -22,12 +22,13 @@ class TrainSettings:
     lr: float = 1e-3  # AdamW learning rate of the new head (and of every layer when training from scratch)
     backbone_lr_scale: float = 0.1  # transferred layers learn this much slower than the head
     weight_decay: float = 1e-4
-    patience: int = 3  # stop a phase after this many epochs without a lower validation loss
+    patience: int = 3  # stop a phase after this many epochs without a better validation score (graft.train.recipe)
     seed: int = 0  # seeds the split, weights, shuffling and augmentation: same seed, same run
     augment: str = "none"  # none | light | strong, training images only
     head: str = "linear"  # linear | mlp (dense 128 + ReLU + dropout + dense)
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
     label_smoothing: float = 0.0
+    ema: bool | float = True  # also evaluate an exponential moving average of the weights; True: decay 0.999, warmed up
     precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
     class_weight: str = "auto"  # auto: balanced where the training classes are uneven (largest/smallest >= 1.5) | balanced | none
@@ -57,6 +58,10 @@ class TrainSettings:
         _check(self.label_smoothing, float, "label_smoothing", minimum=0)
         if self.label_smoothing >= 1:
             raise GraftError(f"label_smoothing {self.label_smoothing} must be below 1")
+        if not isinstance(self.ema, bool):
+            _check(self.ema, float, "ema", above=0)
+            if self.ema >= 1:
+                raise GraftError(f"--ema {self.ema} must be a decay below 1, or on or off")
         if self.per_class is not None:
             _check(self.per_class, int, "--per-class", minimum=1)
         _choice(self.augment, AUGMENTATIONS, "--augment")
@@ -69,6 +74,20 @@ class TrainSettings:
             )
         resolve(self.precision, check_device(self.device))  # a device this machine lacks, or int8 off the CPU
         return self
+
+
+def ema_setting(text: str | None) -> bool | float | None:
+    """The ``ema`` setting from the command line: ``on``/``off`` or a decay; ``None`` stays "not given"."""
+    if text is None:
+        return None
+    if text.lower() in ("on", "true", "yes"):
+        return True
+    if text.lower() in ("off", "false", "no"):
+        return False
+    try:
+        return float(text)
+    except ValueError:
+        raise GraftError(f"--ema '{text}' is not on, off or a decay such as 0.99") from None
 
 
 def _check(value: Any, kind: type, name: str, minimum: float | None = None, above: float | None = None) -> None:

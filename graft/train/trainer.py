@@ -34,6 +34,7 @@ from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
+from graft.train.recipe import Score, WeightAverage, ema_decay, score, selection_metric
 from graft.train.settings import TrainSettings
 from graft.train.solver import class_weights, copy_into, fit_linear_head
 
@@ -88,14 +89,14 @@ class Progress:
 
     phase: int = 0  # index into the strategy's phases
     epoch: int = 0  # epochs finished in that phase
-    best_loss: float = float("inf")
+    best: dict[str, Any] | None = None  # the phase's best validation score so far: epoch, of (weights | ema), metric, loss
     best_state: dict[str, torch.Tensor] | None = None
-    stale: int = 0  # epochs since the validation loss last improved
+    stale: int = 0  # epochs since the best validation score last improved
     seconds: float = 0.0  # training time before this process (a resumed run adds its earlier time)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def next_phase(self) -> None:
-        self.phase, self.epoch, self.best_loss, self.best_state, self.stale = self.phase + 1, 0, float("inf"), None, 0
+        self.phase, self.epoch, self.best, self.best_state, self.stale = self.phase + 1, 0, None, None, 0
 
 
 def rng_states() -> dict[str, Any]:
@@ -160,6 +161,7 @@ class Trainer:
         self.log = log or (lambda message: None)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         self.class_weight: str | None = None  # "balanced" once fit() has decided the classes need it
+        self.metric = "accuracy"  # the validation metric that picks the epoch kept (graft.train.recipe)
         self.checkpoint_path = checkpoint_path
         self.config = config or {}
 
@@ -167,6 +169,7 @@ class Trainer:
         start = time.perf_counter()
         device = resolve_device(self.settings.device)
         self._weigh_classes(split, len(split.classes))
+        self.metric = selection_metric([y for _, y in split.train], len(split.classes))
         self.loss_fn.to(device)  # its class weights meet the logits there
         strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights must move and need the layout too
         model.to(device)  # before the optimizer is built: it keeps state beside each parameter, on its device
@@ -266,12 +269,18 @@ class Trainer:
             optimizer, max_lr=[g["lr"] for g in phase.groups], total_steps=max(phase.epochs * len(train), MIN_SCHEDULE_STEPS), pct_start=0.1
         )
         scaler = grad_scaler(s.precision, module_device(module))  # one a phase: its loss scale adapts over many steps
+        decay = ema_decay(s.ema)
+        averaged = WeightAverage(module, decay) if decay is not None else None
+        if averaged is not None:  # after every optimizer step (none where fp16 gradients overflowed)
+            optimizer.register_step_post_hook(lambda *_: averaged.update_parameters(module))
         if resume is not None:
             try:
                 optimizer.load_state_dict(resume["optimizer"])  # its state goes to each parameter's device
                 scheduler.load_state_dict(resume["scheduler"])
                 if resume.get("scaler"):  # {} from a run without loss scaling (the CPU, bf16, fp32)
                     scaler.load_state_dict(resume["scaler"])
+                if averaged is not None:
+                    averaged.load_state_dict(resume["ema"])
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                 raise misfit(exc) from exc
         while progress.epoch < phase.epochs and progress.stale < s.patience:
@@ -280,21 +289,51 @@ class Trainer:
             module.train() if module is not model else apply_freezing(model, phase)
             batches = track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train))
             stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
-            val_stats = evaluate_logits(*forward_all(module, val, s.precision), self.loss_fn)
+            val_stats, current = self._validate(module, val)
             record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
+            record[f"val_{self.metric}"] = round(current.metric, 6)
             progress.epoch = epoch
+            improved = self._keep_best(model, module, progress, "weights", current, None)
+            if averaged is not None:
+                ema_stats, ema_score = self._validate(averaged.module, val)
+                record.update(ema_val_loss=round(ema_stats.loss, 6), **{f"ema_val_{self.metric}": round(ema_score.metric, 6)})
+                improved = self._keep_best(model, module, progress, "ema", ema_score, averaged) or improved
+            progress.stale = 0 if improved else progress.stale + 1
+            record["best"] = progress.best
             progress.history.append(record)
-            if val_stats.loss < progress.best_loss - 1e-6:
-                progress.best_loss, progress.best_state, progress.stale = val_stats.loss, copy.deepcopy(model.state_dict()), 0
-            else:
-                progress.stale += 1
             if progress.stale >= s.patience:
-                self.log(f"{strategy}/{phase.name}: validation loss has not improved for {progress.stale} epochs; stopping early")
-            self._checkpoint(model, optimizer, scheduler, progress, start, scaler)
+                self.log(f"{strategy}/{phase.name}: validation {self.metric} has not improved for {progress.stale} epochs; stopping early")
+            self._checkpoint(model, optimizer, scheduler, progress, start, scaler, averaged)
             if self.metrics_path is not None:  # after the checkpoint: a metrics line means its epoch is saved
                 append_line(self.metrics_path, json.dumps(record))
         if progress.best_state is not None:
+            best = progress.best or {}
+            self.log(
+                f"{strategy}/{phase.name}: keeping the {'weight average' if best.get('of') == 'ema' else 'weights'} of epoch "
+                f"{best.get('epoch')} (validation {self.metric} {best.get('metric', 0):.2%})"
+            )
             model.load_state_dict(progress.best_state)
+
+    def _validate(self, module: nn.Module, val: DataLoader) -> tuple[EpochStats, Score]:
+        """Loss and accuracy of ``module`` on the validation batches, and its score on the selection metric."""
+        logits, labels = forward_all(module, val, self.settings.precision)
+        stats = evaluate_logits(logits, labels, self.loss_fn)
+        return stats, score(logits, labels, stats.loss, self.metric)
+
+    @staticmethod
+    def _keep_best(
+        model: GraftModel, module: nn.Module, progress: Progress, of: str, current: Score, averaged: WeightAverage | None
+    ) -> bool:
+        """Keep the model's state if ``current`` beats the phase's best; with ``averaged``, the state with its weights in ``module``."""
+        if progress.best is not None and not current.beats(Score(progress.best["metric"], progress.best["loss"])):
+            return False
+        progress.best = {"epoch": progress.epoch, "of": of, "metric": current.metric, "loss": current.loss}
+        state = copy.deepcopy(model.state_dict())
+        if averaged is not None:
+            prefix = next(name for name, m in model.named_modules() if m is module)
+            state.update({f"{prefix}.{k}" if prefix else k: v.detach().clone() for k, v in averaged.weights().items()})
+        progress.best_state = state
+        return True
 
     def _solve_head(
         self, model: GraftModel, phase: Phase, train: TensorDataset, val: TensorDataset, strategy: str, progress: Progress, start: float
@@ -328,6 +367,7 @@ class Trainer:
         progress: Progress,
         start: float,
         scaler: torch.amp.GradScaler | None = None,
+        averaged: WeightAverage | None = None,
     ) -> None:
         if self.checkpoint_path is None:
             return
@@ -340,6 +380,7 @@ class Trainer:
             "optimizer": optimizer.state_dict() if optimizer is not None else {},  # {}: a solved phase has none
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "scaler": scaler.state_dict() if scaler is not None else {},  # {} unless fp16 scales the loss
+            "ema": averaged.state_dict() if averaged is not None else {},  # the weight average, where the run keeps one
             "rng": rng_states(),
         }
         save_checkpoint(self.checkpoint_path, state)

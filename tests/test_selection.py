@@ -1,0 +1,87 @@
+"""The fine-tuning recipe: the epoch kept is the best on the validation metric, and a weight average competes for it."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from graft.backbones import SmallCNN
+from graft.data.loader import make_loader
+from graft.data.sources import load_image_set
+from graft.data.split import make_split
+from graft.errors import GraftError
+from graft.inference import forward_all
+from graft.model import GraftModel
+from graft.strategies import get_strategy
+from graft.train.recipe import EMA_WARMUP_POWER, Score, WeightAverage, score, selection_metric
+from graft.train.settings import TrainSettings
+from graft.train.trainer import Trainer, seed_everything
+
+
+def test_the_metric_decides_and_the_loss_breaks_ties() -> None:
+    assert Score(0.8, 0.9).beats(Score(0.7, 0.1))
+    assert not Score(0.7, 0.1).beats(Score(0.8, 0.9))
+    assert Score(0.8, 0.4).beats(Score(0.8, 0.5)) and not Score(0.8, 0.5).beats(Score(0.8, 0.4))
+    assert selection_metric([0] * 30 + [1] * 30, 2) == "accuracy"
+    assert selection_metric([0] * 30 + [1] * 10, 2) == "balanced_accuracy"
+    logits = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])  # predicts 0, 0, 0, 1
+    labels = torch.tensor([0, 0, 1, 1])
+    assert score(logits, labels, 0.0, "accuracy").metric == 0.75
+    assert score(logits, labels, 0.0, "balanced_accuracy").metric == pytest.approx((1 + 0.5) / 2)
+
+
+def test_the_weight_average_follows_its_warmed_up_decay_and_copies_integer_buffers() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    average = WeightAverage(net, decay=0.9)
+    expected = net[0].weight.detach().clone()
+    for step in range(6):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+        net(torch.randn(4, 3))  # BatchNorm counts a batch
+        average.update_parameters(net)
+        decay = min(0.9, 1 - (1 + step) ** -EMA_WARMUP_POWER)
+        expected = net[0].weight.detach().clone() if step == 0 else decay * expected + (1 - decay) * net[0].weight.detach()
+    assert torch.allclose(average.module[0].weight, expected, atol=1e-6)
+    assert not torch.allclose(average.module[0].weight, net[0].weight)
+    assert int(average.module[1].num_batches_tracked) == int(net[1].num_batches_tracked) == 6
+    assert int(average.n_averaged) == 6
+
+
+def _fit(root: Path, **settings: object) -> tuple[GraftModel, list[dict], Trainer, object]:
+    split = make_split(load_image_set(root), seed=0)
+    seed_everything(0)
+    model = GraftModel(SmallCNN(widths=(8, 16, 16)), 3)
+    metrics = root.parent / f"metrics-{len(list(root.parent.glob('metrics-*')))}.jsonl"
+    trainer = Trainer(TrainSettings(epochs=4, batch_size=16, patience=5, lr=3e-3, **settings), metrics_path=metrics)  # type: ignore[arg-type]
+    trainer.fit(model, get_strategy("full"), split)
+    return model, [json.loads(line) for line in metrics.read_text().splitlines()], trainer, split
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_the_model_kept_is_the_best_on_the_validation_metric(shapes: Path, ema: bool) -> None:
+    """Each epoch records the best so far; the model handed back scores exactly what the best record says."""
+    model, records, trainer, split = _fit(shapes, ema=ema)
+    assert trainer.metric == "accuracy" and len(records) == 4
+    best = records[-1]["best"]
+    scores = [(r["val_accuracy"], -r["val_loss"], r["epoch"], "weights") for r in records]
+    if ema:
+        assert all("ema_val_accuracy" in r and "ema_val_loss" in r for r in records)
+        scores += [(r["ema_val_accuracy"], -r["ema_val_loss"], r["epoch"], "ema") for r in records]
+    else:
+        assert not any("ema_val_loss" in r for r in records)
+    top = max(s[:2] for s in scores)
+    assert (best["metric"], -best["loss"]) == pytest.approx(top, abs=1e-5)
+    val = make_loader(Path(split.root), split.val, model.backbone.preprocessing, batch_size=16)
+    logits, labels = forward_all(model, val)
+    assert (logits.argmax(1) == labels).float().mean().item() == pytest.approx(best["metric"], abs=1e-6)
+
+
+def test_ema_is_a_bool_or_a_decay_below_one() -> None:
+    assert TrainSettings(ema=0.99).validate().ema == 0.99
+    assert TrainSettings(ema=False).validate().ema is False
+    for bad in (1.0, 0, "yes"):
+        with pytest.raises(GraftError, match="ema"):
+            TrainSettings(ema=bad).validate()  # type: ignore[arg-type]
