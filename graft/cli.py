@@ -58,7 +58,11 @@ Out = Annotated[Path | None, typer.Option(help="run directory to write (default:
 Epochs = Annotated[int | None, typer.Option(help="epochs per phase (early stopping may end sooner)")]
 Lr = Annotated[float | None, typer.Option(help="learning rate of the head")]
 Batch = Annotated[int | None, typer.Option("--batch-size", help="images per batch")]
-Augment = Annotated[str | None, typer.Option(help="none, light or strong (training images only)")]
+Augment = Annotated[
+    str | None,
+    typer.Option(help="none, light, strong, trivial (TrivialAugment, never mirrors: characters, digits) or trivial-flip (photos): training images only"),
+]
+ImageSize = Annotated[int | None, typer.Option(help="square input side in pixels (default: the backbone's own, 224 for lite0)")]
 Head = Annotated[str | None, typer.Option(help="linear or mlp")]
 Seed = Annotated[int | None, typer.Option(help="seed for the split, weights and shuffling")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes")]
@@ -178,6 +182,7 @@ def fit(
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
     ema: Ema = None,
+    image_size: ImageSize = None,
     device: Device = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
@@ -190,7 +195,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), device=device, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, device=device, bad_images=bad_images,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -282,6 +287,7 @@ def compare(
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
     ema: Ema = None,
+    image_size: ImageSize = None,
     device: Device = None,
     overwrite: Overwrite = False,
     report: Report = True,
@@ -296,7 +302,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        ema=ema_setting(ema), device=device,
+        ema=ema_setting(ema), image_size=image_size, device=device,
     )  # fmt: skip
     rows = [r.to_dict() for r in results]
     if as_json:

@@ -8,7 +8,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from graft.errors import GraftError
 
-AUGMENTATIONS = ("none", "light", "strong")
+AUGMENTATIONS = ("none", "light", "strong", "trivial", "trivial-flip")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,10 @@ def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
 
     ``light`` (small shifts, rotations and scale changes) suits characters and digits as well as photos;
     ``strong`` adds random crops, horizontal flips and colour changes, which only suit photos.
+    ``trivial`` is TrivialAugment (Müller & Hutter 2021, torchvision's ``TrivialAugmentWide``): one
+    random operation of random strength per image, with no setting to tune; it never mirrors, so it suits
+    characters and digits, whose mirror image is another symbol or none. ``trivial-flip`` adds horizontal
+    flips, for photos.
     """
     if augment not in AUGMENTATIONS:
         raise GraftError(f"unknown augmentation '{augment}'; choose one of {', '.join(AUGMENTATIONS)}")
@@ -69,6 +73,10 @@ def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
         ]
         if augment == "light":
             geometry.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))
+        if augment.startswith("trivial"):
+            geometry.append(v2.TrivialAugmentWide(interpolation=interpolation))
+        if augment == "trivial-flip":
+            geometry.append(v2.RandomHorizontalFlip())
     return v2.Compose(
         [
             v2.PILToTensor(),

@@ -24,10 +24,11 @@ class TrainSettings:
     weight_decay: float = 1e-4
     patience: int = 3  # stop a phase after this many epochs without a better validation score (graft.train.recipe)
     seed: int = 0  # seeds the split, weights, shuffling and augmentation: same seed, same run
-    augment: str = "none"  # none | light | strong, training images only
+    augment: str = "none"  # none | light | strong | trivial | trivial-flip (graft.data.transforms), training images only
     head: str = "linear"  # linear | mlp (dense 128 + ReLU + dropout + dense)
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
     label_smoothing: float = 0.0
+    image_size: int | None = None  # square input side in pixels; None: the backbone's own (224 for lite0)
     ema: bool | float = True  # also evaluate an exponential moving average of the weights; True: decay 0.999, warmed up
     precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
@@ -62,6 +63,8 @@ class TrainSettings:
             _check(self.ema, float, "ema", above=0)
             if self.ema >= 1:
                 raise GraftError(f"--ema {self.ema} must be a decay below 1, or on or off")
+        if self.image_size is not None:
+            _check(self.image_size, int, "--image-size", minimum=16)
         if self.per_class is not None:
             _check(self.per_class, int, "--per-class", minimum=1)
         _choice(self.augment, AUGMENTATIONS, "--augment")

@@ -34,7 +34,7 @@ from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
-from graft.train.recipe import Score, WeightAverage, ema_decay, score, selection_metric
+from graft.train.recipe import Score, WeightAverage, ema_decay, resize_input, score, selection_metric
 from graft.train.settings import TrainSettings
 from graft.train.solver import class_weights, copy_into, fit_linear_head
 
@@ -172,6 +172,7 @@ class Trainer:
         self.metric = selection_metric([y for _, y in split.train], len(split.classes))
         self.loss_fn.to(device)  # its class weights meet the logits there
         strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights must move and need the layout too
+        resize_input(model.backbone, self.settings.image_size)  # after prepare: scratch's new backbone has the default size
         model.to(device)  # before the optimizer is built: it keeps state beside each parameter, on its device
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         phases = strategy.phases(model, self.settings)
@@ -291,12 +292,16 @@ class Trainer:
             stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             val_stats, current = self._validate(module, val)
             record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
-            record[f"val_{self.metric}"] = round(current.metric, 6)
+            record.update(self._balanced("val", current))
             progress.epoch = epoch
             improved = self._keep_best(model, module, progress, "weights", current, None)
             if averaged is not None:
                 ema_stats, ema_score = self._validate(averaged.module, val)
-                record.update(ema_val_loss=round(ema_stats.loss, 6), **{f"ema_val_{self.metric}": round(ema_score.metric, 6)})
+                record.update(
+                    ema_val_loss=round(ema_stats.loss, 6),
+                    ema_val_accuracy=round(ema_stats.accuracy, 6),
+                    **self._balanced("ema_val", ema_score),
+                )
                 improved = self._keep_best(model, module, progress, "ema", ema_score, averaged) or improved
             progress.stale = 0 if improved else progress.stale + 1
             record["best"] = progress.best
@@ -319,6 +324,10 @@ class Trainer:
         logits, labels = forward_all(module, val, self.settings.precision)
         stats = evaluate_logits(logits, labels, self.loss_fn)
         return stats, score(logits, labels, stats.loss, self.metric)
+
+    def _balanced(self, prefix: str, current: Score) -> dict[str, float]:
+        """The record's balanced accuracy field, where it is the selection metric (accuracy is recorded anyway)."""
+        return {f"{prefix}_balanced_accuracy": round(current.metric, 6)} if self.metric == "balanced_accuracy" else {}
 
     @staticmethod
     def _keep_best(

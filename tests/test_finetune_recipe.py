@@ -5,12 +5,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
+from torchvision.transforms import v2
 
+import graft
 from graft.backbones import SmallCNN
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
 from graft.data.split import make_split
+from graft.data.transforms import Preprocessing, build_transform
 from graft.errors import GraftError
 from graft.inference import forward_all
 from graft.model import GraftModel
@@ -18,6 +22,8 @@ from graft.strategies import get_strategy
 from graft.train.recipe import EMA_WARMUP_POWER, Score, WeightAverage, score, selection_metric
 from graft.train.settings import TrainSettings
 from graft.train.trainer import Trainer, seed_everything
+from tests.test_cli import assert_user_error
+from tests.test_cli import graft as cli
 
 
 def test_the_metric_decides_and_the_loss_breaks_ties() -> None:
@@ -85,3 +91,29 @@ def test_ema_is_a_bool_or_a_decay_below_one() -> None:
     for bad in (1.0, 0, "yes"):
         with pytest.raises(GraftError, match="ema"):
             TrainSettings(ema=bad).validate()  # type: ignore[arg-type]
+
+
+def test_trivial_augment_changes_images_and_only_trivial_flip_mirrors() -> None:
+    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
+    image = Image.new("RGB", (32, 32))
+    image.paste((255, 255, 255), (4, 4, 14, 28))  # a bar on the left: its mirror image is another picture
+    plain = build_transform(pre)(image)
+    torch.manual_seed(0)
+    augmented = [build_transform(pre, "trivial")(image) for _ in range(20)]
+    assert all(a.shape == plain.shape for a in augmented) and any(not torch.equal(a, plain) for a in augmented)
+    flips = {
+        name: any(isinstance(t, v2.RandomHorizontalFlip) for t in build_transform(pre, name).transforms)
+        for name in ("trivial", "trivial-flip")
+    }
+    assert flips == {"trivial": False, "trivial-flip": True}
+
+
+def test_image_size_sets_the_input_the_run_trains_and_predicts_at(shapes: Path, tmp_path: Path) -> None:
+    run = graft.fit(
+        str(shapes), backbone="smallcnn", strategy="full", epochs=1, batch_size=16, image_size=20, out=tmp_path / "run", report=False
+    )
+    assert json.loads((run.path / "config.json").read_text())["preprocessing"]["input_size"] == [1, 20, 20]
+    assert run.predict(shapes / "ring" / "000.png")[0].top
+    assert_user_error(cli("fit", str(shapes), "--image-size", "8", "--out", str(tmp_path / "bad")), "--image-size 8 is out of range")
+    assert_user_error(cli("fit", str(shapes), "--ema", "often", "--out", str(tmp_path / "bad")), "--ema 'often'")
+    assert not (tmp_path / "bad").exists()

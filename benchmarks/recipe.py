@@ -1,0 +1,145 @@
+"""The fine-tuning recipe by ablation: today's recipe, the new default, and the new default with one element off.
+
+Each row is one ``graft.fit`` on a fixed, seeded split of a case; rows are appended to
+``benchmarks/recipe.json`` as they finish (a partial run still counts; a row already there is skipped
+unless ``--again``). Defaults are chosen on the VALIDATION figures (the kept model's validation accuracy,
+what the trainer itself selects on); the test figures are reported beside them, never used to choose.
+
+    PYTHONPATH=. python benchmarks/recipe.py --cases fashion-100 --variants before,default,no-ema
+
+To fit a 2-core CPU, the validation part is capped at ``val`` images a class and the test part at ``test``
+images a class, each a seeded stratified subset (the same images for every variant of a case).
+"""
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from graft import api
+from graft.advice import stratified_sample
+from graft.data.dataset import load_data
+from graft.data.split import Split, make_split
+from graft.train import recipe, trainer
+
+OUT = Path(__file__).with_suffix(".json")
+
+# case -> data, classes, training images a class, validation cap a class, test cap a class, extra settings
+CASES: dict[str, tuple[str, str | None, int, int, int, dict[str, Any]]] = {
+    "fashion-100": ("fashion", "5-9", 100, 50, 200, {}),
+    "devanagari-30": ("devanagari", None, 30, 10, 20, {}),
+    "devanagari-100": ("devanagari", None, 100, 10, 20, {}),
+}
+
+# variant -> strategy, settings, and whether the epoch kept is chosen on the validation loss (today's rule)
+BEFORE: dict[str, Any] = {"ema": False}
+VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "before": ("finetune", BEFORE, True),  # today's recipe: lowest validation loss kept, no weight average
+    "default": ("finetune", {}, False),
+    "no-ema": ("finetune", {"ema": False}, False),
+    "select-loss": ("finetune", {}, True),
+    "trivial": ("finetune", {"augment": "trivial"}, False),
+    "light": ("finetune", {"augment": "light"}, False),
+    "size-160": ("finetune", {"image_size": 160}, False),
+    "size-128": ("finetune", {"image_size": 128}, False),
+    "size-96": ("finetune", {"image_size": 96}, False),
+    "size-64": ("finetune", {"image_size": 64}, False),
+    "smoothing-0.1": ("finetune", {"label_smoothing": 0.1}, False),
+    "unfreeze-2": ("finetune", {"unfreeze": 2}, False),
+    "full-before": ("full", BEFORE, True),
+    "full": ("full", {}, False),
+    "lpft": ("lpft", {}, False),
+    "scratch-before": ("scratch", BEFORE, True),
+    "scratch": ("scratch", {}, False),
+    "frozen": ("frozen", {}, False),
+}
+
+
+def capped_split(data: str, classes: str | None, per_class: int, val: int, test: int) -> Split:
+    split = make_split(load_data(data, classes), seed=0)
+    k = len(split.classes)
+    return replace(
+        split,
+        train=stratified_sample(split.train, per_class * k, 0),
+        val=stratified_sample(split.val, val * k, 0),
+        test=stratified_sample(split.test, test * k, 0),
+    )
+
+
+def by_loss(logits: Any, labels: Any, loss: float, metric: str) -> recipe.Score:
+    """Today's rule, for the ablation: the lowest validation loss is the best score."""
+    return recipe.Score(-loss, loss)
+
+
+def kept_validation(run: Path) -> dict[str, Any]:
+    """The validation accuracy (and balanced accuracy where recorded) of the epoch, or average, the run kept."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = records[-1]
+    if "solver" in last:
+        return {"val_accuracy": last["val_accuracy"], "kept": "solved"}
+    best = last["best"]
+    record = next(r for r in records if r["epoch"] == best["epoch"] and r["phase"] == last["phase"])
+    prefix = "ema_val" if best["of"] == "ema" else "val"
+    return {
+        "val_accuracy": record[f"{prefix}_accuracy"],
+        "val_loss": record[f"{prefix}_loss"],
+        "kept": f"{best['of']} of epoch {best['epoch']}",
+        "epochs_run": len(records),
+    }
+
+
+def run(case: str, variant: str, out: Path) -> dict[str, Any]:
+    data, classes, per_class, val, test, extra = CASES[case]
+    strategy, settings, loss_rule = VARIANTS[variant]
+    options = {**extra, **settings}
+    if strategy == "finetune":
+        options.setdefault("unfreeze", 1)
+    split = capped_split(data, classes, per_class, val, test)
+    trainer.score = by_loss if loss_rule else recipe.score  # type: ignore[assignment]
+    try:
+        result = api.fit(
+            data, classes=classes, strategy=strategy, split=split, out=out / case / variant, overwrite=True, report=False, **options
+        ).result
+    finally:
+        trainer.score = recipe.score  # type: ignore[assignment]
+    return {
+        "case": case,
+        "variant": variant,
+        "strategy": strategy,
+        "settings": options,
+        "select": "val_loss" if loss_rule else "val_metric",
+        "train_images": len(split.train),
+        "val_images": len(split.val),
+        "test_images": len(split.test),
+        **kept_validation(out / case / variant),
+        "test_accuracy": round(result.test_accuracy, 4),
+        "test_accuracy_interval": result.test_accuracy_interval,
+        "balanced_accuracy": round(result.balanced_accuracy, 4),
+        "train_seconds": result.train_seconds,
+        "epochs": result.epochs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--variants", default="before,default")
+    parser.add_argument("--out", type=Path, default=Path("runs/recipe-bench"))
+    parser.add_argument("--again", action="store_true", help="run rows already in recipe.json again (replacing them)")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = json.loads(OUT.read_text()) if OUT.is_file() else []
+    for case in args.cases.split(","):
+        for variant in args.variants.split(","):
+            if not args.again and any(r["case"] == case and r["variant"] == variant for r in rows):
+                print(f"== {case} {variant}: already measured")
+                continue
+            print(f"== {case} {variant}", flush=True)
+            row = run(case, variant, args.out)
+            print(json.dumps(row), flush=True)
+            rows = [r for r in rows if not (r["case"] == case and r["variant"] == variant)] + [row]
+            OUT.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
