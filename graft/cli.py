@@ -60,7 +60,13 @@ Lr = Annotated[float | None, typer.Option(help="learning rate of the head")]
 Batch = Annotated[int | None, typer.Option("--batch-size", help="images per batch")]
 Augment = Annotated[
     str | None,
-    typer.Option(help="none, light, strong, trivial (TrivialAugment, never mirrors: characters, digits) or trivial-flip (photos): training images only"),
+    typer.Option(
+        help="none, light, strong, trivial (TrivialAugment, never mirrors: characters, digits) or trivial-flip (photos): training images only"
+    ),
+]
+LayerDecay = Annotated[
+    float | None,
+    typer.Option(help="each transferred block learns this much slower than the next (default 1: all alike; timm's --layer-decay)"),
 ]
 ImageSize = Annotated[int | None, typer.Option(help="square input side in pixels (default: the backbone's own, 224 for lite0)")]
 Head = Annotated[str | None, typer.Option(help="linear or mlp")]
@@ -183,6 +189,7 @@ def fit(
     class_weight: ClassWeight = None,
     ema: Ema = None,
     image_size: ImageSize = None,
+    layer_decay: LayerDecay = None,
     device: Device = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
@@ -195,7 +202,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, device=device, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device, bad_images=bad_images,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -288,6 +295,7 @@ def compare(
     class_weight: ClassWeight = None,
     ema: Ema = None,
     image_size: ImageSize = None,
+    layer_decay: LayerDecay = None,
     device: Device = None,
     overwrite: Overwrite = False,
     report: Report = True,
@@ -302,7 +310,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        ema=ema_setting(ema), image_size=image_size, device=device,
+        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device,
     )  # fmt: skip
     rows = [r.to_dict() for r in results]
     if as_json:

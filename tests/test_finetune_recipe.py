@@ -117,3 +117,15 @@ def test_image_size_sets_the_input_the_run_trains_and_predicts_at(shapes: Path, 
     assert_user_error(cli("fit", str(shapes), "--image-size", "8", "--out", str(tmp_path / "bad")), "--image-size 8 is out of range")
     assert_user_error(cli("fit", str(shapes), "--ema", "often", "--out", str(tmp_path / "bad")), "--ema 'often'")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("strategy", ["full", "lpft"])
+def test_layer_decay_slows_each_earlier_block_and_leaves_no_parameter_out(strategy: str) -> None:
+    model = GraftModel(SmallCNN(widths=(8, 16, 16)), 3)
+    settings = TrainSettings(layer_decay=0.5)
+    groups = get_strategy(strategy).phases(model, settings)[-1].groups
+    top = settings.lr * settings.backbone_lr_scale  # full's backbone and lpft's second phase alike
+    assert [g["lr"] for g in groups[:-1]] == pytest.approx([top * 0.25, top * 0.5, top])
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
+    with pytest.raises(GraftError, match="--layer-decay 1.5"):
+        TrainSettings(layer_decay=1.5).validate()

@@ -52,3 +52,12 @@ class Strategy(ABC):
 def group(modules: Iterable[nn.Module], lr: float) -> dict[str, Any]:
     """One optimizer parameter group holding every parameter of ``modules``."""
     return {"params": [p for m in modules for p in m.parameters()], "lr": lr}
+
+
+def decayed_groups(blocks: list[nn.Module], lr: float, decay: float) -> list[dict[str, Any]]:
+    """Layer-wise learning-rate decay (timm's ``--layer-decay``, BEiT/ConvNeXt fine-tuning): the last block at
+    ``lr``, each earlier one ``decay`` times its successor's, so the generic early features move least.
+    ``decay`` 1 is one group at ``lr``."""
+    if decay == 1:
+        return [group(blocks, lr)]
+    return [group([block], lr * decay ** (len(blocks) - 1 - i)) for i, block in enumerate(blocks)]

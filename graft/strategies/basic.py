@@ -2,7 +2,7 @@
 
 from graft.backbones import build_backbone
 from graft.model import GraftModel
-from graft.strategies.base import Phase, Strategy, group
+from graft.strategies.base import Phase, Strategy, decayed_groups, group
 from graft.train.settings import TrainSettings
 
 
@@ -23,8 +23,8 @@ class Full(Strategy):
     summary = "every layer trained, backbone at a lower learning rate"
 
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
-        groups = [group([model.backbone], settings.lr * settings.backbone_lr_scale), group([model.head], settings.lr)]
-        return [Phase("all", groups, settings.epochs)]
+        backbone = decayed_groups(model.backbone.blocks(), settings.lr * settings.backbone_lr_scale, settings.layer_decay)
+        return [Phase("all", [*backbone, group([model.head], settings.lr)], settings.epochs)]
 
 
 class Scratch(Strategy):

@@ -4,7 +4,7 @@ from torch import nn
 
 from graft.errors import GraftError
 from graft.model import GraftModel
-from graft.strategies.base import Phase, Strategy, group
+from graft.strategies.base import Phase, Strategy, decayed_groups, group
 from graft.train.settings import TrainSettings
 
 
@@ -65,8 +65,8 @@ class Finetune(Strategy):
         return layers[self.freeze_first :]
 
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
-        groups = [group(self.trainable_backbone(model), settings.lr * settings.backbone_lr_scale), group([model.head], settings.lr)]
-        return [Phase("finetune", groups, settings.epochs)]
+        backbone = decayed_groups(self.trainable_backbone(model), settings.lr * settings.backbone_lr_scale, settings.layer_decay)
+        return [Phase("finetune", [*backbone, group([model.head], settings.lr)], settings.epochs)]
 
 
 class LinearProbeFinetune(Strategy):
@@ -80,5 +80,7 @@ class LinearProbeFinetune(Strategy):
         low = settings.lr * settings.backbone_lr_scale
         return [
             Phase("probe", [group([model.head], settings.lr)], settings.epochs, cached=True, solve=True),
-            Phase("finetune", [group([model.backbone], low), group([model.head], low)], settings.epochs),
+            Phase(
+                "finetune", [*decayed_groups(model.backbone.blocks(), low, settings.layer_decay), group([model.head], low)], settings.epochs
+            ),
         ]

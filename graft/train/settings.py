@@ -21,6 +21,7 @@ class TrainSettings:
     batch_size: int = 64
     lr: float = 1e-3  # AdamW learning rate of the new head (and of every layer when training from scratch)
     backbone_lr_scale: float = 0.1  # transferred layers learn this much slower than the head
+    layer_decay: float = 1.0  # each transferred block learns this much slower than the next (1: all alike; timm --layer-decay)
     weight_decay: float = 1e-4
     patience: int = 3  # stop a phase after this many epochs without a better validation score (graft.train.recipe)
     seed: int = 0  # seeds the split, weights, shuffling and augmentation: same seed, same run
@@ -52,6 +53,9 @@ class TrainSettings:
         _check(self.batch_size, int, "--batch-size", minimum=1)
         _check(self.lr, float, "--lr", above=0)
         _check(self.backbone_lr_scale, float, "backbone_lr_scale", minimum=0)
+        _check(self.layer_decay, float, "--layer-decay", above=0)
+        if self.layer_decay > 1:
+            raise GraftError(f"--layer-decay {self.layer_decay} is out of range; give a value in (0, 1] (1: every block alike)")
         _check(self.weight_decay, float, "weight_decay", minimum=0)
         _check(self.patience, int, "patience", minimum=1)
         _check(self.seed, int, "--seed", minimum=0)
