@@ -125,14 +125,33 @@ def run(case: str, variant: str, out: Path) -> dict[str, Any]:
     }
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as the markdown table docs/results.md shows, case by case in the order measured."""
+    lines = [
+        "| case | variant | kept | val acc | test acc | 95% interval | balanced acc | epochs | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (list(CASES).index(r["case"]), list(VARIANTS).index(r["variant"]))):
+        low, high = r["test_accuracy_interval"]
+        lines.append(
+            f"| {r['case']} | {r['variant']} | {r['kept']} | {r['val_accuracy']:.2%} | {r['test_accuracy']:.2%} | "
+            f"{low:.1%}-{high:.1%} | {r['balanced_accuracy']:.2%} | {r['epochs']} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--variants", default="before,default")
     parser.add_argument("--out", type=Path, default=Path("runs/recipe-bench"))
     parser.add_argument("--again", action="store_true", help="run rows already in recipe.json again (replacing them)")
+    parser.add_argument("--table", action="store_true", help="print recipe.json as a markdown table and stop")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = json.loads(OUT.read_text()) if OUT.is_file() else []
+    if args.table:
+        print(table(rows))
+        return
     for case in args.cases.split(","):
         for variant in args.variants.split(","):
             if not args.again and any(r["case"] == case and r["variant"] == variant for r in rows):
