@@ -78,6 +78,15 @@ ClassWeight = Annotated[
         help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"
     ),
 ]
+FitTta = Annotated[
+    str | None,
+    typer.Option(
+        help="test-time augmentation of the test figure and of later predictions: none, flip (average with the mirror image) or auto (flip where it scores higher on the validation part)"
+    ),
+]
+RunTta = Annotated[
+    str | None, typer.Option(help="test-time augmentation: none or flip (average with the mirror image); default: the run's own choice")
+]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]
 Report = Annotated[bool, typer.Option(help="write report.html into the run directory when training ends")]
@@ -171,6 +180,7 @@ def fit(
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
     device: Device = None,
+    tta: FitTta = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
     bad_images: BadImages = "skip",
@@ -182,7 +192,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, device=device, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, device=device, bad_images=bad_images, tta=tta,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -274,6 +284,7 @@ def compare(
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
     device: Device = None,
+    tta: FitTta = None,
     overwrite: Overwrite = False,
     report: Report = True,
     tensorboard: TensorBoard = False,
@@ -287,7 +298,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        device=device,
+        device=device, tta=tta,
     )  # fmt: skip
     rows = [r.to_dict() for r in results]
     if as_json:
@@ -304,17 +315,18 @@ def evaluate(
     part: Annotated[str, typer.Option(help="auto (the run's test split if DATA is its data set), test or all")] = "auto",
     precision: Precision = None,
     device: Device = None,
+    tta: RunTta = None,
     as_json: Json = False,
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a saved run."""
-    result = run_evaluate(run, data, classes, part, precision=precision or "auto", device=device or "auto")
+    result = run_evaluate(run, data, classes, part, precision=precision or "auto", device=device or "auto", tta=tta)
     if as_json:
         _emit_json(result.to_dict())
         return
     sc = result.scores
     stdout.print(Text(
         f"{result.run_dir}: accuracy {sc.accuracy:.2%} (95% {sc.accuracy_interval.low:.1%}-{sc.accuracy_interval.high:.1%}), "
-        f"balanced accuracy {sc.balanced_accuracy:.2%}, macro F1 {sc.macro_f1:.2%}, loss {result.loss:.4f} on {sc.images} images ({result.part})"
+        f"balanced accuracy {sc.balanced_accuracy:.2%}, macro F1 {sc.macro_f1:.2%}, loss {result.loss:.4f} on {sc.images} images ({result.part}, tta {result.tta})"
     ))  # fmt: skip
     rows = [{"class": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support} for c in sc.per_class]
     stdout.print(_table("per class", rows, ["class", "precision", "recall", "f1", "support"]))
@@ -341,6 +353,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
     precision: Precision = None,
     device: Device = None,
+    tta: RunTta = None,
 ) -> None:
     """Label images with a saved run: a table, or CSV/JSON with the top-k labels and probabilities."""
     from graft.atomic import write_text
@@ -350,7 +363,7 @@ def predict(
     inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]
     if not inputs:
         raise GraftError("no images given; name image files or folders, or pass --from-list FILE")
-    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto", device or "auto")]
+    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto", device or "auto", tta)]
     if fmt == "table":
         columns = ["path", "label", "probability", *(["low_confidence"] if threshold is not None else [])]
         stdout.print(_table(f"graft predict ({run})", rows, columns))
