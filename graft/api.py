@@ -252,6 +252,8 @@ def _train_and_save(
         trainable_params=trained.trainable_params,
         total_params=sum(p.numel() for p in model.parameters()),
         peak_memory_mb=round(peak_memory_mb(), 1),
+        uneven_classes=scores.imbalanced,
+        tta=tta,
     )
     write_json(out / RESULT, result.to_dict())
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: result.json and the model replace it

@@ -26,7 +26,7 @@ from graft.errors import GraftError, Interrupted
 from graft.evaluation import evaluate as run_evaluate
 from graft.evaluation import predict as run_predict
 from graft.inference import compile_mode
-from graft.results import COLUMNS, LABELS
+from graft.results import COLUMNS, LABELS, ranked
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -300,11 +300,12 @@ def compare(
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
         device=device, tta=tta,
     )  # fmt: skip
+    results, metric = ranked(results)
     rows = [r.to_dict() for r in results]
     if as_json:
         _emit_json(rows)
     else:
-        stdout.print(_table(f"graft compare: {data} {classes or ''}".strip(), rows, COLUMNS))
+        stdout.print(_table(f"graft compare: {data} {classes or ''}, best {metric} first".replace(" ,", ","), rows, COLUMNS))
 
 
 @app.command()
@@ -468,7 +469,11 @@ def advise(
     )
     stdout.print(_table("images per class", [{"class": c, "images": n} for c, n in sizes["images_per_class"].items()], ["class", "images"]))
     rows = [{**r, "layer": "output" if r["layer"] is None else f"layer {r['layer']}", "logme": r["score"]} for r in result["candidates"]]
-    stdout.print(_table("candidates (LogME: higher is better)", rows, ["backbone", "layer", "dims", "logme", "probe_accuracy"]))
+    uneven = sizes["probe_metric"] == "balanced accuracy"
+    probe = "probe balanced accuracy" if uneven else "probe accuracy"
+    rows = [{**r, probe: r["probe_accuracy"]} for r in rows]
+    title = "candidates (LogME: higher is better" + ("; the classes are uneven, so the probe scores balanced accuracy)" if uneven else ")")
+    stdout.print(_table(title, rows, ["backbone", "layer", "dims", "logme", probe]))
     stdout.print(
         _table(
             "similarity to the source (output layer's share of the best cut's probe accuracy)",
