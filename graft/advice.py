@@ -47,7 +47,7 @@ from graft.errors import GraftError
 from graft.features import cached_features
 from graft.inference import forward_all
 from graft.sources import create_backbone
-from graft.transferability import logme, probe_accuracy
+from graft.transferability import logme, probe_accuracy, probe_metric
 
 SMALL_PER_CLASS = 100  # training images per class below which a head on frozen features beats fine-tuning
 SIMILAR = 0.95  # share of the best cut's above-chance probe accuracy the final layer keeps on similar data
@@ -312,6 +312,7 @@ def advise(
             "images_per_class": {c: counts[c] for c in split.classes},
             "train_images": len(split.train),
             "sampled_images": len(sample),
+            "probe_metric": probe_metric(labels),  # what probe_accuracy measures: balanced accuracy where the classes are uneven
         },
         candidates=candidates,
         similarity=similarities,

@@ -26,7 +26,7 @@ from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.device import parse_device
 from graft.errors import DiskFull, GraftError, Interrupted
-from graft.evaluation import Evaluation, Prediction, evaluate, logits_of, predict
+from graft.evaluation import Evaluation, Prediction, choose_tta, evaluate, logits_of, predict
 from graft.memory import peak_memory_mb
 from graft.metrics import classification_report
 from graft.model import GraftModel
@@ -60,6 +60,11 @@ class Run:
         return list(read_config(self.path)["classes"])  # without loading the weights
 
     @property
+    def tta(self) -> str:
+        """The test-time augmentation the run predicts with (``none`` or ``flip``; what ``auto`` chose)."""
+        return str(read_config(self.path).get("tta", "none"))
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         """One record per epoch (losses, accuracies, seconds), as ``metrics.jsonl`` holds them."""
         return read_metrics(self.path)
@@ -79,11 +84,12 @@ class Run:
         threshold: float | None = None,
         precision: str = "auto",
         device: str = "auto",
+        tta: str | None = None,
     ) -> list[Prediction]:
-        """The top ``top_k`` labels of each image (files, or folders searched recursively), computed on ``device``."""
-        return predict(
-            self.path, [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)], top_k, threshold, precision, device
-        )
+        """The top ``top_k`` labels of each image (files, or folders searched recursively), computed on ``device``;
+        ``tta`` (none or flip) overrides the run's own test-time augmentation."""
+        files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        return predict(self.path, files, top_k, threshold, precision, device, tta)
 
     def evaluate(
         self,
@@ -93,10 +99,12 @@ class Run:
         per_image: bool = False,
         precision: str = "auto",
         device: str = "auto",
+        tta: str | None = None,
     ) -> Evaluation:
-        """Figures on ``data`` (default: the data set the run was fitted on, i.e. its own test split), computed on ``device``."""
+        """Figures on ``data`` (default: the data set the run was fitted on, i.e. its own test split), computed on ``device``;
+        ``tta`` (none or flip) overrides the run's own test-time augmentation."""
         data, classes = (data, classes) if data is not None else (self.config.data, self.config.classes)
-        return evaluate(self.path, data, classes, part, per_image, precision, device)
+        return evaluate(self.path, data, classes, part, per_image, precision, device, tta)
 
     def export(self, fmt: str = "onnx", out: Path | None = None) -> dict[str, str]:
         """The model as ONNX or TorchScript with ``preprocessing.json``, to use without graft; the paths written."""
@@ -218,15 +226,17 @@ def _train_and_save(
     model = GraftModel(source, len(split.classes), settings.head)
     trainer = Trainer(settings, out / METRICS, log, checkpoint_path=out / CHECKPOINT, config=config.to_dict())
     trained = trainer.fit(model, strategy, split, resume=state)
+    tta = _resolve_tta(config, model, split)
     description = {
         "fit": config.to_dict(),
         "classes": split.classes,
         "backbone": model.backbone.spec,
         "head": model.head_spec,
         "preprocessing": model.backbone.preprocessing.to_dict(),
+        "tta": tta,  # what the run predicts with: config.tta, or what auto chose
     }
     save_run(out, model, description)
-    logits, labels = logits_of(model, split.root, split.test, model.backbone.preprocessing, settings.precision)
+    logits, labels = logits_of(model, split.root, split.test, model.backbone.preprocessing, settings.precision, tta)
     scores = classification_report(labels.numpy(), logits.argmax(1).numpy(), split.classes)
     result = RunResult(
         run_dir=str(out),
@@ -242,11 +252,23 @@ def _train_and_save(
         trainable_params=trained.trainable_params,
         total_params=sum(p.numel() for p in model.parameters()),
         peak_memory_mb=round(peak_memory_mb(), 1),
+        uneven_classes=scores.imbalanced,
+        tta=tta,
     )
     write_json(out / RESULT, result.to_dict())
     (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: result.json and the model replace it
     after_run(out, report=report, tensorboard=tensorboard)
     return Run(out, config, result)
+
+
+def _resolve_tta(config: FitConfig, model: GraftModel, split: Split) -> str:
+    """The run's test-time augmentation: the one asked for, or under ``auto`` the one that scores higher on the
+    validation part (never the test part: that would choose on the figure it reports), said in one line."""
+    if config.tta != "auto":
+        return config.tta
+    chosen, found = choose_tta(model, split.root, split.val, model.backbone.preprocessing, config.settings.precision)
+    log(f"test-time augmentation: {chosen} (validation: {found['none']:.2%} alone, {found['flip']:.2%} averaged with the mirror image)")
+    return chosen
 
 
 def _checkpoint_to_resume(out: str | Path | None, config: FitConfig) -> dict[str, Any] | None:

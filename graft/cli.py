@@ -26,8 +26,8 @@ from graft.errors import GraftError, Interrupted
 from graft.evaluation import evaluate as run_evaluate
 from graft.evaluation import predict as run_predict
 from graft.inference import compile_mode
-from graft.results import COLUMNS, LABELS
 from graft.train.settings import ema_setting
+from graft.results import COLUMNS, LABELS, ranked
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -94,6 +94,15 @@ Ema = Annotated[
     typer.Option(
         help="on (the default: a moving average of the weights, kept where it scores better on validation), off, or its decay (e.g. 0.99)"
     ),
+]
+FitTta = Annotated[
+    str | None,
+    typer.Option(
+        help="test-time augmentation of the test figure and of later predictions: none, flip (average with the mirror image) or auto (flip where it scores higher on the validation part)"
+    ),
+]
+RunTta = Annotated[
+    str | None, typer.Option(help="test-time augmentation: none or flip (average with the mirror image); default: the run's own choice")
 ]
 Json = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out directory")]
@@ -191,6 +200,7 @@ def fit(
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
     device: Device = None,
+    tta: FitTta = None,
     overwrite: Overwrite = False,
     resume: Resume = False,
     bad_images: BadImages = "skip",
@@ -203,6 +213,7 @@ def fit(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
         per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device, bad_images=bad_images,
+        tta=tta,
     )  # fmt: skip
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
@@ -297,6 +308,7 @@ def compare(
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
     device: Device = None,
+    tta: FitTta = None,
     overwrite: Overwrite = False,
     report: Report = True,
     tensorboard: TensorBoard = False,
@@ -310,13 +322,14 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device,
+        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device, tta=tta,
     )  # fmt: skip
+    results, metric = ranked(results)
     rows = [r.to_dict() for r in results]
     if as_json:
         _emit_json(rows)
     else:
-        stdout.print(_table(f"graft compare: {data} {classes or ''}".strip(), rows, COLUMNS))
+        stdout.print(_table(f"graft compare: {data} {classes or ''}, best {metric} first".replace(" ,", ","), rows, COLUMNS))
 
 
 @app.command()
@@ -327,17 +340,18 @@ def evaluate(
     part: Annotated[str, typer.Option(help="auto (the run's test split if DATA is its data set), test or all")] = "auto",
     precision: Precision = None,
     device: Device = None,
+    tta: RunTta = None,
     as_json: Json = False,
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a saved run."""
-    result = run_evaluate(run, data, classes, part, precision=precision or "auto", device=device or "auto")
+    result = run_evaluate(run, data, classes, part, precision=precision or "auto", device=device or "auto", tta=tta)
     if as_json:
         _emit_json(result.to_dict())
         return
     sc = result.scores
     stdout.print(Text(
         f"{result.run_dir}: accuracy {sc.accuracy:.2%} (95% {sc.accuracy_interval.low:.1%}-{sc.accuracy_interval.high:.1%}), "
-        f"balanced accuracy {sc.balanced_accuracy:.2%}, macro F1 {sc.macro_f1:.2%}, loss {result.loss:.4f} on {sc.images} images ({result.part})"
+        f"balanced accuracy {sc.balanced_accuracy:.2%}, macro F1 {sc.macro_f1:.2%}, loss {result.loss:.4f} on {sc.images} images ({result.part}, tta {result.tta})"
     ))  # fmt: skip
     rows = [{"class": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support} for c in sc.per_class]
     stdout.print(_table("per class", rows, ["class", "precision", "recall", "f1", "support"]))
@@ -364,6 +378,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="the same as --format json")] = False,
     precision: Precision = None,
     device: Device = None,
+    tta: RunTta = None,
 ) -> None:
     """Label images with a saved run: a table, or CSV/JSON with the top-k labels and probabilities."""
     from graft.atomic import write_text
@@ -373,7 +388,7 @@ def predict(
     inputs = [*(paths or []), *(read_list(from_list) if from_list is not None else [])]
     if not inputs:
         raise GraftError("no images given; name image files or folders, or pass --from-list FILE")
-    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto", device or "auto")]
+    rows = [p.to_dict() for p in run_predict(run, inputs, top_k, threshold, precision or "auto", device or "auto", tta)]
     if fmt == "table":
         columns = ["path", "label", "probability", *(["low_confidence"] if threshold is not None else [])]
         stdout.print(_table(f"graft predict ({run})", rows, columns))
@@ -478,7 +493,11 @@ def advise(
     )
     stdout.print(_table("images per class", [{"class": c, "images": n} for c, n in sizes["images_per_class"].items()], ["class", "images"]))
     rows = [{**r, "layer": "output" if r["layer"] is None else f"layer {r['layer']}", "logme": r["score"]} for r in result["candidates"]]
-    stdout.print(_table("candidates (LogME: higher is better)", rows, ["backbone", "layer", "dims", "logme", "probe_accuracy"]))
+    uneven = sizes["probe_metric"] == "balanced accuracy"
+    probe = "probe balanced accuracy" if uneven else "probe accuracy"
+    rows = [{**r, probe: r["probe_accuracy"]} for r in rows]
+    title = "candidates (LogME: higher is better" + ("; the classes are uneven, so the probe scores balanced accuracy)" if uneven else ")")
+    stdout.print(_table(title, rows, ["backbone", "layer", "dims", "logme", probe]))
     stdout.print(
         _table(
             "similarity to the source (output layer's share of the best cut's probe accuracy)",

@@ -19,12 +19,13 @@ from typing import Any
 from graft import api
 from graft.atomic import write_json, write_text
 from graft.config import FitConfig
+from graft.console import log
 from graft.data.dataset import load_data
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.errors import GraftError
 from graft.outdir import prepare_out
 from graft.report import after_comparison
-from graft.results import COLUMNS, RunResult
+from graft.results import COLUMNS, RunResult, ranked
 from graft.sources import create_backbone
 from graft.strategies import every_strategy_option, strategy_options
 
@@ -96,7 +97,8 @@ def compare(
 ) -> list[RunResult]:
     """Fit each strategy on the same seeded split; write ``comparison.json``/``.csv`` and one run per strategy.
 
-    ``options`` are :func:`graft.fit`'s (``classes``, ``backbone``, ``epochs``, ``unfreeze``...), the same
+    The rows come best first: by balanced accuracy where the test part's classes are uneven, by accuracy
+    otherwise (:func:`graft.results.ranked`), and a line says which. ``options`` are :func:`graft.fit`'s (``classes``, ``backbone``, ``epochs``, ``unfreeze``...), the same
     for every strategy. ``report`` and ``tensorboard`` are passed on to each fit; ``report`` also writes
     the comparison's page.
     """
@@ -116,7 +118,9 @@ def compare(
             "tensorboard": tensorboard,
         }
         rows.append(_fit_in_child(job))
+        rows, metric = ranked(rows)
         write_table(out, [r.to_dict() for r in rows])  # after each strategy, so an interruption keeps the finished rows
+    log(f"ranked by {metric}")
     after_comparison(out, report=report)
     return rows
 

@@ -16,6 +16,7 @@ from graft.errors import GraftError
 from graft.strategies import STRATEGIES, every_strategy_option, get_strategy, strategy_options
 from graft.strategies.base import Strategy
 from graft.train.settings import TrainSettings
+from graft.tta import FIT_TTAS
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class FitConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"unfreeze": 2} for finetune
     settings: TrainSettings = field(default_factory=TrainSettings)
     bad_images: str = "skip"  # skip: leave unreadable images out (listed); fail: stop at the first
+    tta: str = "none"  # test-time augmentation (graft.tta): none | flip | auto (flip where it scores higher on validation)
 
     @classmethod
     def create(cls, data: str, *, settings: TrainSettings | None = None, **options: Any) -> "FitConfig":
@@ -65,6 +67,8 @@ class FitConfig:
             raise GraftError("no data given; name an image folder, a CSV of path,label rows, or a built-in data set")
         if self.bad_images not in BAD_IMAGE_POLICIES:
             raise GraftError(f"unknown --bad-images policy '{self.bad_images}'; choose {', '.join(BAD_IMAGE_POLICIES)}")
+        if self.tta not in FIT_TTAS:
+            raise GraftError(f"unknown --tta '{self.tta}'; choose {', '.join(FIT_TTAS)}")
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise GraftError(f"--layer must be a whole number (a stage index), got {self.layer!r}")
         self.settings.validate()

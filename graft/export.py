@@ -4,6 +4,10 @@ The exported network takes a float32 batch ``(N, C, H, W)`` of normalised pixels
 batch size is free. ``preprocessing.json`` says how to make that batch from an image file (colour mode,
 resize, centre crop, scaling, mean/std) and names the classes in logit order, so any language with an
 image library and ONNX Runtime can use the model.
+
+Test-time augmentation (:mod:`graft.tta`) is not in the exported network: it returns the logits of the
+image as given. ``preprocessing.json``'s ``tta`` says what graft predicts with; where it is ``flip``, its
+last step says how to repeat it (run the image and its mirror, average the two softmax outputs).
 """
 
 import contextlib
@@ -33,6 +37,10 @@ def preprocessing_spec(config: dict[str, Any]) -> dict[str, Any]:
     pre = config["preprocessing"]
     channels, height, width = (int(v) for v in pre["input_size"])
     resize = round(max(height, width) / float(pre.get("crop_pct", 1.0)))
+    tta = config.get("tta", "none")
+    flip = [
+        "graft predicts with tta 'flip': run the batch mirrored left-right too (reverse the W axis) and average the two softmax outputs"
+    ]
     return {
         "classes": list(config["classes"]),
         "input_name": INPUT,
@@ -49,12 +57,14 @@ def preprocessing_spec(config: dict[str, Any]) -> dict[str, Any]:
         "scale": 1 / 255,
         "mean": [float(v) for v in pre["mean"]],
         "std": [float(v) for v in pre["std"]],
+        "tta": tta,  # the test-time augmentation graft predicts with (graft.tta); not part of the exported network
         "steps": [
             "decode the image, apply its EXIF orientation, convert to color_mode (transparent pixels onto white)",
             f"resize so the shorter side is {resize} pixels ({pre.get('interpolation', 'bilinear')}, antialiased)",
             f"centre-crop {height}x{width} (height x width)",
             "scale pixel values to [0, 1] (divide by 255), then per channel subtract mean and divide by std",
             f"stack as float32 {{N, {channels}, {height}, {width}}}; the output is logits, softmax gives class probabilities",
+            *(flip if tta == "flip" else []),
         ],
     }
 

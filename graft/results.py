@@ -1,6 +1,6 @@
 """What one fit produced, as one typed record: the row of every table, ``result.json`` and ``--json``."""
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 
@@ -21,13 +21,38 @@ class RunResult:
     trainable_params: int
     total_params: int
     peak_memory_mb: float
+    uneven_classes: bool = False  # the test part's classes are uneven (graft.metrics.is_imbalanced): balanced accuracy is the headline
+    tta: str = "none"  # the test-time augmentation the test figures were computed with (graft.tta)
+
+    @property
+    def headline(self) -> float:
+        """The figure to rank by: balanced accuracy where the classes are uneven (accuracy rewards favouring the large ones), else accuracy."""
+        return self.balanced_accuracy if self.uneven_classes else self.test_accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunResult":
-        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+        """The record ``to_dict`` wrote; a field added since (it has a default) takes its default in an older file."""
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw or f.default is MISSING})
+
+
+def headline_of(row: dict[str, Any]) -> tuple[str, float]:
+    """What a table row (``comparison.json``'s, :meth:`RunResult.to_dict`'s) is ranked by, in words, and its value."""
+    if row.get("uneven_classes"):
+        return "balanced accuracy", row["balanced_accuracy"]
+    return "accuracy", row["test_accuracy"]
+
+
+def ranked(results: list[RunResult]) -> tuple[list[RunResult], str]:
+    """``results`` best first by their :attr:`~RunResult.headline` (ties keep their order), and what that is, in words.
+
+    Runs compared on one split share one test part, so either all of them have uneven classes or none does.
+    """
+    uneven = any(r.uneven_classes for r in results)
+    metric = "balanced accuracy (the classes are uneven)" if uneven else "test accuracy"
+    return sorted(results, key=lambda r: r.balanced_accuracy if uneven else r.test_accuracy, reverse=True), metric
 
 
 # The columns of every table of results (CLI, comparison.csv, report), in this order.

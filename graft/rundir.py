@@ -19,6 +19,7 @@ from graft.backbones import build_backbone
 from graft.data.transforms import Preprocessing
 from graft.errors import GraftError
 from graft.model import HEADS, GraftModel
+from graft.tta import TTAS
 from graft.version import __version__
 
 CONFIG, WEIGHTS, METRICS, RESULT = "config.json", "model.safetensors", "metrics.jsonl", "result.json"
@@ -40,6 +41,11 @@ class SavedRun:
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.config["preprocessing"])
+
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation the run predicts with (:mod:`graft.tta`); runs made before it had none."""
+        return str(self.config.get("tta", "none"))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -115,6 +121,8 @@ def _check_config(file: Path, config: dict[str, Any]) -> None:
         )
     if not isinstance(config["backbone"], dict):
         raise GraftError(f"{file}: 'backbone' must be a JSON object; the run directory is damaged, train it again")
+    if config.get("tta", "none") not in TTAS:
+        raise GraftError(f"{file}: 'tta' {config['tta']!r} is not one of {', '.join(TTAS)}; the run directory is damaged, train it again")
     try:
         Preprocessing.from_dict(config["preprocessing"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

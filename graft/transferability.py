@@ -11,17 +11,20 @@ Two measures, both from features alone:
   oracle.
 - :func:`probe_accuracy`: the held-out accuracy of a logistic regression on standardised features, the
   "linear probe": slower and noisier on a few hundred images, but in accuracy units a user can read.
+  Where the classes are uneven it is balanced accuracy (:func:`probe_metric`), as everywhere graft ranks.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from graft.errors import GraftError
+from graft.metrics import is_imbalanced
 
 MAX_ITERATIONS = 100
 TOLERANCE = 1e-4  # relative change of alpha/beta below which the fixed point has converged (as the paper's code)
@@ -119,8 +122,18 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def probe_metric(labels: np.ndarray) -> str:
+    """What :func:`probe_accuracy` measures on ``labels``: ``balanced accuracy`` where their classes are uneven, else ``accuracy``.
+
+    On uneven classes a probe gains accuracy by favouring the large ones, so accuracy would rank backbones
+    by how well they serve the majority; mean per-class recall ranks them by every class alike.
+    """
+    return "balanced accuracy" if is_imbalanced(np.unique(labels, return_counts=True)[1]) else "accuracy"
+
+
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, *, held_out: float = 0.3, seed: int = 0) -> float:
-    """Accuracy on a stratified held-out part of a logistic regression trained on standardised features.
+    """Accuracy (balanced where the classes are uneven: :func:`probe_metric`) on a stratified held-out part of
+    a logistic regression trained on standardised features.
 
     Standardising puts every feature set on the same footing (activations of early stages are orders of
     magnitude apart from late ones); L2 regularisation at sklearn's default keeps 1,000-dimensional
@@ -129,4 +142,5 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, *, held_out: float 
     train_x, test_x, train_y, test_y = train_test_split(features, labels, test_size=held_out, stratify=labels, random_state=seed)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     probe.fit(train_x, train_y)
-    return float(probe.score(test_x, test_y))
+    score = balanced_accuracy_score if probe_metric(labels) == "balanced accuracy" else accuracy_score
+    return float(score(test_y, probe.predict(test_x)))

@@ -10,7 +10,7 @@ from graft.evaluation import evaluate_test_split
 from graft.report import charts
 from graft.report.metrics import COMPARISON, REPORT, read_comparison, read_metrics, read_result
 from graft.report.page import Section, render, thumbnail
-from graft.results import COLUMNS
+from graft.results import COLUMNS, headline_of
 from graft.rundir import read_config
 
 GALLERY_SIZE = 12
@@ -156,7 +156,8 @@ def comparison_page(folder: Path) -> Path:
     runs = comparison_runs(folder)
     histories = {row["strategy"]: read_metrics(run) for row, run in zip(rows, runs, strict=True)}
     links = {row["strategy"]: page_link(run) for row, run in zip(rows, runs, strict=True)}
-    best = max(rows, key=lambda r: r["test_accuracy"])
+    best = max(rows, key=lambda r: headline_of(r)[1])
+    metric = headline_of(best)[0]
     fastest = min(rows, key=lambda r: r["train_seconds"])
     sections = [
         Section(
@@ -168,7 +169,9 @@ def comparison_page(folder: Path) -> Path:
         Section(
             "Results",
             "table",
-            note="Test accuracy on the shared test split; peak memory is each strategy's own process. Click a strategy for its full report.",
+            note=f"Figures on the shared test split, best {metric} first"
+            + (" (the classes are uneven: accuracy would reward favouring the large ones)" if metric != "accuracy" else "")
+            + "; peak memory is each strategy's own process. Click a strategy for its full report.",
             table={"columns": list(COLUMNS), "rows": [[_fmt(c, r[c]) for c in COLUMNS] for r in rows], "links": links, "numeric": NUMERIC},
         ),
         Section("Validation accuracy per epoch", "val", chart=charts.validation_by_strategy(histories)),
@@ -189,7 +192,7 @@ def comparison_page(folder: Path) -> Path:
     data = first.get("data") or {}
     subtitle = f"{len(rows)} strategies on {data.get('source', '?')} ({', '.join(first.get('classes', []))})"
     kpis = [
-        ("best accuracy", f"{best['test_accuracy']:.2%} ({best['strategy']})"),
+        (f"best {metric}", f"{headline_of(best)[1]:.2%} ({best['strategy']})"),
         ("fastest", f"{fastest['train_seconds']:,.1f} s ({fastest['strategy']})"),
         ("strategies", str(len(rows))),
     ]
@@ -204,8 +207,9 @@ def experiment_page(folder: Path, parts: list[Path]) -> Path:
     for part in parts:
         if (part / COMPARISON).is_file():
             table = read_comparison(part)
-            best = max(table, key=lambda r: r["test_accuracy"])
-            rows.append([part.name, "comparison", f"best {best['test_accuracy']:.2%} ({best['strategy']}) of {len(table)} strategies"])
+            best = max(table, key=lambda r: headline_of(r)[1])
+            metric, value = headline_of(best)
+            rows.append([part.name, "comparison", f"best {metric} {value:.2%} ({best['strategy']}) of {len(table)} strategies"])
         else:
             result = read_result(part)
             rows.append(
