@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from graft import api
+from graft import api, distributed
 from graft.backbones import DEFAULT_BACKBONE
 from graft.config import FitConfig
 from graft.console import stderr, stdout
@@ -85,7 +85,20 @@ TensorBoard = Annotated[
     bool, typer.Option("--tensorboard", help="also write the per-epoch metrics as TensorBoard events (RUN/tensorboard)")
 ]
 Resume = Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint (same options)")]
+Nproc = Annotated[
+    int,
+    typer.Option(
+        help="processes on this machine, started by torch's elastic launcher (torchrun); the same --batch-size is split among them"
+    ),
+]
 BadImages = Annotated[str, typer.Option(help="skip: leave unreadable images out (listed in bad_images.json); fail: stop at the first")]
+
+
+def _launch(nproc: int) -> None:
+    """Run this very command in ``nproc`` processes through torch.distributed.run, unless this is one of them already."""
+    if nproc != 1 and not distributed.launched():
+        args = iter(sys.argv[1:])  # without --nproc: the launcher's own parser would take it for --nproc-per-node
+        raise typer.Exit(distributed.launch(nproc, [a for a in args if not (a.startswith("--nproc=") or a == "--nproc" and next(args))]))
 
 
 def _emit_json(data: Any) -> None:
@@ -171,6 +184,7 @@ def fit(
     per_class: PerClass = None,
     class_weight: ClassWeight = None,
     device: Device = None,
+    nproc: Nproc = 1,
     overwrite: Overwrite = False,
     resume: Resume = False,
     bad_images: BadImages = "skip",
@@ -184,6 +198,7 @@ def fit(
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
         per_class=per_class, class_weight=class_weight, device=device, bad_images=bad_images,
     )  # fmt: skip
+    _launch(nproc)
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
     _print_fit("fit", run, as_json)
@@ -195,9 +210,11 @@ def resume(
     device: Annotated[
         str | None, typer.Option(help="continue on this device instead of the one the run started on (auto, cpu, cuda, cuda:N, mps)")
     ] = None,
+    nproc: Nproc = 1,
     as_json: Json = False,
 ) -> None:
-    """Continue an interrupted fit from its last checkpoint, with the options that started it."""
+    """Continue an interrupted fit from its last checkpoint, with the options that started it (in any number of processes)."""
+    _launch(nproc)
     with _say_how_to_resume():
         resumed = api.resume(run, device)
     _print_fit("resume", resumed, as_json)
@@ -237,6 +254,7 @@ def pretrain(
     workers: Workers = None,
     precision: Precision = None,
     device: Device = None,
+    nproc: Nproc = 1,
     overwrite: Overwrite = False,
     as_json: Json = False,
 ) -> None:
@@ -247,6 +265,7 @@ def pretrain(
         data, classes=classes, backbone="smallcnn", strategy="scratch", settings=PRETRAIN,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision, device=device,
     )  # fmt: skip
+    _launch(nproc)
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite)
     _print_fit("pretrain", run, as_json)
