@@ -235,6 +235,8 @@ def _say_how_to_resume() -> Iterator[None]:
 
 
 def _print_fit(command: str, run: api.Run, as_json: bool) -> None:
+    if not distributed.is_main():  # one table for a run, whatever the number of processes
+        return
     if as_json:
         _emit_json(run.result.to_dict())
     else:

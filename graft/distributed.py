@@ -47,8 +47,11 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0 (or a process on its own): the one that writes files and talks to the user."""
-    return rank() == 0
+    """Rank 0 (or a process on its own): the one that writes files and talks to the user.
+
+    After the group is left, the launcher's RANK still says which process this was (its result is printed once).
+    """
+    return rank() == 0 if active() else os.environ.get("RANK", "0") == "0"
 
 
 def launched() -> bool:
