@@ -27,6 +27,9 @@ a quiet machine for figures to quote). The measurements:
 5. ``memory/extract_*``: peak resident memory of a process that fills the feature cache for 10,000 and
    for 70,000 Fashion-MNIST images with lite0 at 32x32 input (1,280 features an image, 358 MB for 70,000
    if they were held: the pipeline's memory is measured, at a speed that fits a benchmark run).
+6. ``distributed/*``: one process with 2 threads against 2 processes with 1 thread each (torch.distributed,
+   gloo): feature extraction of 400 images and a fine-tuning epoch with lite0 (see ``benchmarks/distributed.py``,
+   which also writes them alone to ``benchmarks/distributed.json``).
 """
 
 import argparse
@@ -349,6 +352,13 @@ def memory(results: Results, counts: list[int]) -> None:
     results.add(f"memory/extract_{counts[0]}_over_{counts[-1]}_images", peaks[0], "MiB/MiB", peaks[-1])
 
 
+def distributed(results: Results) -> None:
+    from distributed import measure, rows  # benchmarks/distributed.py: this script's folder is on sys.path
+
+    for name, value, unit, baseline in rows(measure(images=400, per_class=24, epochs=2)):
+        results.add(name, value, unit, baseline)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="how long each throughput figure is measured")
@@ -358,7 +368,10 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--memory", default="10000,70000", help="image counts of the memory check")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the results go (a run on other hardware: elsewhere)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory,distributed"
+    )
+    parser.add_argument("--only", default="", help="comma-separated parts to run alone; the output's other rows are kept")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     names = args.backbones.split(",")
@@ -370,12 +383,17 @@ def main() -> None:
         "end_to_end": lambda: end_to_end(results, names[0], 25, args.seconds),
         "finetune": lambda: finetune(results, args.finetune_per_class, args.finetune_epochs),
         "memory": lambda: memory(results, [int(n) for n in args.memory.split(",")]),
+        "distributed": lambda: distributed(results),
     }
+    only = set(filter(None, args.only.split(",")))
+    kept = json.loads(args.output.read_text()) if only and args.output.exists() else []
     for part, run in parts.items():
-        if part not in skip:
+        if part not in skip and (not only or part in only):
             console.print(f"[bold]{part}[/]")
             run()
-            args.output.write_text(json.dumps(results.rows, indent=1) + "\n")  # what is measured survives a later failure
+            new = {row["name"] for row in results.rows}
+            rows = [row for row in kept if row["name"] not in new] + results.rows
+            args.output.write_text(json.dumps(rows, indent=1) + "\n")  # what is measured survives a later failure
     Console().print(results.table())
 
 

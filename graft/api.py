@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from graft import distributed
 from graft.atomic import write_json
 from graft.config import FitConfig
 from graft.console import log
@@ -183,24 +184,38 @@ def fit(
         config = data.validate()
     else:
         config = FitConfig.create(str(data), **options)
-    state = _checkpoint_to_resume(out, config) if resume else None
-    seed_everything(config.settings.seed)  # before the backbone: a randomly initialised one must be the same every time
-    source = create_backbone(config.backbone, config.weights, config.layer)
-    if state is None:
-        images = None
-        if split is None:
-            images = load_data(config.data, config.classes, config.bad_images)
-            split = make_split(images, seed=config.settings.seed, per_class=config.settings.per_class)
-        out = prepare_out(Path(out) if out is not None else None, config.name(), overwrite)
-        split.save(out)
-        if images is not None:
-            write_json(
-                out / BAD_IMAGES,
-                {"policy": config.bad_images, "count": len(images.bad), "images": images.bad, "empty_classes": images.empty_classes},
-            )
-    else:
+    with distributed.process_group(config.settings.device):  # started by torchrun (or graft fit --nproc N): join its group
+        # rank 0 reads and writes the run directory (other machines may not have it); every rank learns what it found
+        state = distributed.on_main(lambda: _checkpoint_to_resume(out, config)) if resume else None
+        seed_everything(config.settings.seed)  # before the backbone: a randomly initialised one must be the same every time
+        source = create_backbone(config.backbone, config.weights, config.layer)
+        split, out = distributed.on_main(lambda: _prepare_run(config, out, overwrite, split, resumed=state is not None))
+        return _train_in(config, source, split, out, state, report, tensorboard)
+
+
+def _prepare_run(config: FitConfig, out: str | Path | None, overwrite: bool, split: Split | None, resumed: bool) -> tuple[Split, Path]:
+    """The split and the run directory: made (data read, split drawn and saved), or a resumed run's own."""
+    if resumed:
         out = Path(out)  # type: ignore[arg-type]  # _checkpoint_to_resume refuses None
-        split = Split.load(out / SPLIT_FILE)
+        return Split.load(out / SPLIT_FILE), out
+    images = None
+    if split is None:
+        images = load_data(config.data, config.classes, config.bad_images)
+        split = make_split(images, seed=config.settings.seed, per_class=config.settings.per_class)
+    out = prepare_out(Path(out) if out is not None else None, config.name(), overwrite)
+    split.save(out)
+    if images is not None:
+        write_json(
+            out / BAD_IMAGES,
+            {"policy": config.bad_images, "count": len(images.bad), "images": images.bad, "empty_classes": images.empty_classes},
+        )
+    return split, out
+
+
+def _train_in(
+    config: FitConfig, source: Any, split: Split, out: Path, state: dict[str, Any] | None, report: bool, tensorboard: bool
+) -> Run:
+    """:func:`_train_and_save`, with Ctrl-C and a full disk turned into one line that says how to go on."""
     try:
         return _train_and_save(config, source, split, out, state, report, tensorboard)
     except KeyboardInterrupt:
@@ -224,7 +239,10 @@ def _train_and_save(
     """Train on ``split``, save the model and its result into ``out``, then the report."""
     settings, strategy = config.settings, config.build_strategy()
     model = GraftModel(source, len(split.classes), settings.head)
-    trainer = Trainer(settings, out / METRICS, log, checkpoint_path=out / CHECKPOINT, config=config.to_dict())
+    main = distributed.is_main()  # only rank 0 writes the run directory
+    trainer = Trainer(
+        settings, out / METRICS if main else None, log, checkpoint_path=out / CHECKPOINT if main else None, config=config.to_dict()
+    )
     trained = trainer.fit(model, strategy, split, resume=state)
     tta = _resolve_tta(config, model, split)
     description = {
@@ -235,8 +253,12 @@ def _train_and_save(
         "preprocessing": model.backbone.preprocessing.to_dict(),
         "tta": tta,  # what the run predicts with: config.tta, or what auto chose
     }
-    save_run(out, model, description)
-    logits, labels = logits_of(model, split.root, split.test, model.backbone.preprocessing, settings.precision, tta)
+    if main:
+        save_run(out, model, description)
+    # every test image once: each rank its unpadded share, gathered in order
+    logits, labels = distributed.gather_rows(
+        *logits_of(model, split.root, distributed.shard(split.test), model.backbone.preprocessing, settings.precision, tta)
+    )
     scores = classification_report(labels.numpy(), logits.argmax(1).numpy(), split.classes)
     result = RunResult(
         run_dir=str(out),
@@ -255,9 +277,11 @@ def _train_and_save(
         uneven_classes=scores.imbalanced,
         tta=tta,
     )
-    write_json(out / RESULT, result.to_dict())
-    (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: result.json and the model replace it
-    after_run(out, report=report, tensorboard=tensorboard)
+    if main:
+        write_json(out / RESULT, result.to_dict())
+        (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: result.json and the model replace it
+        after_run(out, report=report, tensorboard=tensorboard)
+    distributed.barrier()  # every rank returns a finished run
     return Run(out, config, result)
 
 
@@ -299,5 +323,6 @@ def resume(run_dir: str | Path, device: str | None = None) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file() and (run_dir / RESULT).is_file():
         raise GraftError(f"{run_dir} has finished already ({RESULT} is there); nothing to resume")
-    config = _saved_config(load_checkpoint(run_dir / CHECKPOINT).get("config"), device)
-    return fit(config, out=run_dir, resume=True)
+    with distributed.process_group(device or "auto"):  # the checkpoint is on rank 0's machine
+        config = distributed.on_main(lambda: _saved_config(load_checkpoint(run_dir / CHECKPOINT).get("config"), device))
+        return fit(config, out=run_dir, resume=True)

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from graft import api
+from graft import api, distributed
 from graft.backbones import DEFAULT_BACKBONE
 from graft.config import FitConfig
 from graft.console import stderr, stdout
@@ -26,8 +26,8 @@ from graft.errors import GraftError, Interrupted
 from graft.evaluation import evaluate as run_evaluate
 from graft.evaluation import predict as run_predict
 from graft.inference import compile_mode
-from graft.train.settings import ema_setting
 from graft.results import COLUMNS, LABELS, ranked
+from graft.train.settings import ema_setting
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
 
@@ -111,7 +111,20 @@ TensorBoard = Annotated[
     bool, typer.Option("--tensorboard", help="also write the per-epoch metrics as TensorBoard events (RUN/tensorboard)")
 ]
 Resume = Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoint (same options)")]
+Nproc = Annotated[
+    int,
+    typer.Option(
+        help="processes on this machine, started by torch's elastic launcher (torchrun); the same --batch-size is split among them"
+    ),
+]
 BadImages = Annotated[str, typer.Option(help="skip: leave unreadable images out (listed in bad_images.json); fail: stop at the first")]
+
+
+def _launch(nproc: int) -> None:
+    """Run this very command in ``nproc`` processes through torch.distributed.run, unless this is one of them already."""
+    if nproc != 1 and not distributed.launched():
+        args = iter(sys.argv[1:])  # without --nproc: the launcher's own parser would take it for --nproc-per-node
+        raise typer.Exit(distributed.launch(nproc, [a for a in args if not (a.startswith("--nproc=") or a == "--nproc" and next(args))]))
 
 
 def _emit_json(data: Any) -> None:
@@ -201,6 +214,7 @@ def fit(
     layer_decay: LayerDecay = None,
     device: Device = None,
     tta: FitTta = None,
+    nproc: Nproc = 1,
     overwrite: Overwrite = False,
     resume: Resume = False,
     bad_images: BadImages = "skip",
@@ -215,6 +229,7 @@ def fit(
         per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device, bad_images=bad_images,
         tta=tta,
     )  # fmt: skip
+    _launch(nproc)
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite, resume=resume, report=report, tensorboard=tensorboard)
     _print_fit("fit", run, as_json)
@@ -226,9 +241,11 @@ def resume(
     device: Annotated[
         str | None, typer.Option(help="continue on this device instead of the one the run started on (auto, cpu, cuda, cuda:N, mps)")
     ] = None,
+    nproc: Nproc = 1,
     as_json: Json = False,
 ) -> None:
-    """Continue an interrupted fit from its last checkpoint, with the options that started it."""
+    """Continue an interrupted fit from its last checkpoint, with the options that started it (in any number of processes)."""
+    _launch(nproc)
     with _say_how_to_resume():
         resumed = api.resume(run, device)
     _print_fit("resume", resumed, as_json)
@@ -249,6 +266,8 @@ def _say_how_to_resume() -> Iterator[None]:
 
 
 def _print_fit(command: str, run: api.Run, as_json: bool) -> None:
+    if not distributed.is_main():  # one table for a run, whatever the number of processes
+        return
     if as_json:
         _emit_json(run.result.to_dict())
     else:
@@ -268,6 +287,7 @@ def pretrain(
     workers: Workers = None,
     precision: Precision = None,
     device: Device = None,
+    nproc: Nproc = 1,
     overwrite: Overwrite = False,
     as_json: Json = False,
 ) -> None:
@@ -278,6 +298,7 @@ def pretrain(
         data, classes=classes, backbone="smallcnn", strategy="scratch", settings=PRETRAIN,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, seed=seed, workers=workers, precision=precision, device=device,
     )  # fmt: skip
+    _launch(nproc)
     with _say_how_to_resume():
         run = api.fit(config, out=out, overwrite=overwrite)
     _print_fit("pretrain", run, as_json)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from graft.errors import GraftError
+
 _requested = False
 
 
@@ -21,6 +23,11 @@ def _request(signum: int, frame: FrameType | None) -> None:
     if _requested:
         raise KeyboardInterrupt
     _requested = True
+
+
+def requested() -> bool:
+    """Whether Ctrl-C was pressed inside :func:`deferred_interrupts` and not yet acted on."""
+    return _requested
 
 
 def check() -> None:
@@ -40,8 +47,14 @@ def deferred_interrupts() -> Iterator[None]:
     previous = signal.signal(signal.SIGINT, _request)
     try:
         yield
+    except Exception as exc:
+        # Under torch.distributed a rank that stopped first makes the others' next collective fail:
+        # after Ctrl-C, that failure is the interrupt, not a bug to report.
+        if _requested and not isinstance(exc, GraftError):
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
-        requested, _requested = _requested, False
-    if requested:  # pressed during the last batch: the run still stops
+        pending, _requested = _requested, False
+    if pending:  # pressed during the last batch: the run still stops
         raise KeyboardInterrupt

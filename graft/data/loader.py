@@ -4,8 +4,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
+from graft import distributed
 from graft.data.images import load_image
 from graft.data.transforms import Preprocessing, build_transform
 
@@ -36,7 +37,7 @@ def make_loader(
     workers: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader over ``samples``; under torch.distributed each process gets its own shard.
+    """A DataLoader over ``samples``; a shuffled (training) one under torch.distributed gives each process its shard.
 
     The shuffle order comes from a generator seeded with ``seed``, so two runs with the same seed see the
     same batches, which is what makes a comparison between strategies fair. Workers are started afresh
@@ -47,10 +48,8 @@ def make_loader(
     (:func:`graft.device.pin_memory`).
     """
     dataset = ImageDataset(root, samples, pre.channels, build_transform(pre, augment))
-    sampler = None
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
-        shuffle = False
+    sampler = distributed.sampler(dataset, seed) if shuffle else None  # evaluation is sharded by its caller, unpadded
+    shuffle = shuffle and sampler is None
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graft import distributed
 from graft.atomic import replacing
 from graft.backbones.base import Backbone
 from graft.backbones.weights import state_hash
@@ -104,23 +105,41 @@ class FeatureCache:
 
         Holds one batch of features at a time: each entry is on disk before the next batch runs, so memory
         does not grow with the number of images, and an interrupted pass keeps every finished batch.
+
+        Under torch.distributed every rank calls this with the same samples: each content belongs to one
+        rank (a contiguous share of the distinct contents, whatever the cache holds), which computes it if
+        missing; after a barrier every entry is on disk for every rank to read. A rank on another machine,
+        whose cache folder is not this one, computes what it still lacks itself (point ``GRAFT_HOME`` at a
+        shared folder to share the work across machines too).
         """
         root = Path(root)
         digests = [file_hash(root / path) for path, _ in samples]
-        todo = [i for i, d in enumerate(digests) if not self._complete(d)]
-        self.hits += len(samples) - len(todo)
-        self.misses += len(todo)
-        if todo:
-            # First occurrence of each missing content only: duplicates are computed once.
-            first = list({digests[i]: i for i in reversed(todo)}.values())
-            pinned = pin_memory(module_device(self.backbone))
-            loader = make_loader(
-                root, [samples[i] for i in first], self.backbone.preprocessing, batch_size=batch_size, workers=workers, pin_memory=pinned
-            )
-            rows = (row for outputs, _ in forward_batches(self.backbone, loader, self.precision) for row in outputs.numpy())
-            for i, row in zip(first, rows, strict=True):
-                _write_atomic(self.entry(digests[i]), _npy(row))
+        first: dict[str, int] = {}  # each content's first sample: duplicates are computed once
+        for i, digest in enumerate(digests):
+            first.setdefault(digest, i)
+        missing = {d for d in first if not self._complete(d)}
+        self.hits += sum(d not in missing for d in digests)
+        self.misses += sum(d in missing for d in digests)
+        distributed.barrier()  # every rank has looked before any writes: the same counts everywhere
+        self._compute(root, samples, digests, [first[d] for d in distributed.shard(list(first)) if d in missing], batch_size, workers)
+        distributed.barrier()
+        if distributed.active():
+            self._compute(root, samples, digests, sorted(first[d] for d in missing if not self._complete(d)), batch_size, workers)
         return digests
+
+    def _compute(
+        self, root: Path, samples: Sequence[tuple[str, int]], digests: list[str], indices: list[int], batch_size: int, workers: int
+    ) -> None:
+        """The entries of ``samples[i]`` for ``i`` in ``indices``, computed and written batch by batch."""
+        if not indices:
+            return
+        pinned = pin_memory(module_device(self.backbone))
+        loader = make_loader(
+            root, [samples[i] for i in indices], self.backbone.preprocessing, batch_size=batch_size, workers=workers, pin_memory=pinned
+        )
+        rows = (row for outputs, _ in forward_batches(self.backbone, loader, self.precision) for row in outputs.numpy())
+        for i, row in zip(indices, rows, strict=True):
+            _write_atomic(self.entry(digests[i]), _npy(row))
 
     def features(
         self, root: Path, samples: Sequence[tuple[str, int]], batch_size: int = 64, workers: int = 0

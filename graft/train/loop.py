@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from graft.device import module_device
+from graft.distributed import check_interrupt
 from graft.inference import autocast, grad_scaler, to_channels_last
-from graft.interrupt import check
 
 
 @dataclass
@@ -37,7 +37,7 @@ def train_epoch(
     scaler = scaler if scaler is not None else grad_scaler(precision, device)
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
-        check()  # Ctrl-C lands here (graft.interrupt)
+        check_interrupt()  # Ctrl-C lands here, on every rank at the same step (graft.interrupt, graft.distributed)
         inputs = to_channels_last(inputs.to(device, non_blocking=True))
         targets = torch.as_tensor(targets).to(device, non_blocking=True)
         with autocast(precision, device):

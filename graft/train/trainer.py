@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from graft import features
+from graft import distributed, features
 from graft.atomic import append_line, write_text
 from graft.console import track
 from graft.data.loader import make_loader
@@ -132,10 +132,10 @@ def epoch_seed(seed: int, phase: int, epoch: int) -> int:
 
 
 def reshuffle(loader: DataLoader, seed: int) -> None:
-    """Seed ``loader``'s order for the coming epoch (its sampler's generator, or the distributed sampler)."""
+    """Seed ``loader``'s order for the coming epoch (the distributed sampler's, or its generator's) and its workers' seeds."""
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(seed)
-    elif loader.generator is not None:
+    if loader.generator is not None:
         loader.generator.manual_seed(seed)
 
 
@@ -236,21 +236,23 @@ class Trainer:
             cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
-            generator = torch.Generator().manual_seed(s.seed)
-            train = DataLoader(parts[0], batch_size=s.batch_size, shuffle=True, generator=generator, pin_memory=pinned)
-            return model.head, train, DataLoader(parts[1], batch_size=s.batch_size, pin_memory=pinned)
+            generator, sampler = torch.Generator().manual_seed(s.seed), distributed.sampler(parts[0], s.seed)
+            batch = distributed.local_batch(s.batch_size)
+            train = DataLoader(parts[0], batch, shuffle=sampler is None, sampler=sampler, generator=generator, pin_memory=pinned)
+            val_rows = distributed.shard(range(len(parts[1])))  # this rank's unpadded share, gathered after the pass
+            return model.head, train, DataLoader(parts[1], batch_size=s.batch_size, sampler=val_rows, pin_memory=pinned)
         train = make_loader(
             root,
             split.train,
             pre,
-            batch_size=s.batch_size,
+            batch_size=distributed.local_batch(s.batch_size),  # the same --batch-size is the same global step
             augment=s.augment,
             shuffle=True,
             seed=s.seed,
             workers=s.workers,
             pin_memory=pinned,
         )
-        val = make_loader(root, split.val, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
+        val = make_loader(root, distributed.shard(split.val), pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
         return model, train, val
 
     def _run_phase(
@@ -263,6 +265,7 @@ class Trainer:
         if phase.solve and module is model.head and isinstance(model.head, nn.Linear):
             self._solve_head(model, phase, train.dataset, val.dataset, strategy, progress, start)  # type: ignore[arg-type]
             return
+        stepped = distributed.wrap(module)  # DDP under torch.distributed: gradients averaged over the ranks
         optimizer = torch.optim.AdamW(phase.groups, weight_decay=s.weight_decay)
         # OneCycleLR divides by its warm-up length, which rounds to zero under 20 steps: a phase that
         # short simply stops part-way down the annealing curve.
@@ -289,7 +292,8 @@ class Trainer:
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
             module.train() if module is not model else apply_freezing(model, phase)
             batches = track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train))
-            stats = train_epoch(module, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
+            stats = train_epoch(stepped, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
+            stats = EpochStats(*distributed.mean(stats.loss, stats.accuracy))  # this rank's shard: the mean of equal shards
             val_stats, current = self._validate(module, val)
             record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
             record.update(self._balanced("val", current))
@@ -321,7 +325,7 @@ class Trainer:
 
     def _validate(self, module: nn.Module, val: DataLoader) -> tuple[EpochStats, Score]:
         """Loss and accuracy of ``module`` on the validation batches, and its score on the selection metric."""
-        logits, labels = forward_all(module, val, self.settings.precision)
+        logits, labels = distributed.gather_rows(*forward_all(module, val, self.settings.precision))  # every image once
         stats = evaluate_logits(logits, labels, self.loss_fn)
         return stats, score(logits, labels, stats.loss, self.metric)
 
@@ -354,7 +358,10 @@ class Trainer:
         on its device.
         """
         tick = time.perf_counter()
-        solved = fit_linear_head(*train.tensors, *val.tensors, model.head.out_features, class_weight=self.class_weight)
+        # on rank 0, sent to the others: every rank's head the same, bit for bit
+        solved = distributed.on_main(
+            lambda: fit_linear_head(*train.tensors, *val.tensors, model.head.out_features, class_weight=self.class_weight)
+        )
         copy_into(solved, model.head)
         device = module_device(model.head)
         with torch.no_grad():
