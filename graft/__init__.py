@@ -12,6 +12,7 @@ directory (``rundir``) -> ``evaluation`` / ``report`` / ``export``; :mod:`graft.
 
 from graft.advice import Advice, advise
 from graft.api import Run, fit, load, resume
+from graft.auto import AutoResult, auto
 from graft.comparison import compare
 from graft.config import FitConfig
 from graft.data.split import Split, make_split
@@ -28,6 +29,7 @@ from graft.version import __version__
 __all__ = [
     "STRATEGIES",
     "Advice",
+    "AutoResult",
     "Evaluation",
     "FitConfig",
     "GraftError",
@@ -41,6 +43,7 @@ __all__ = [
     "TrainSettings",
     "__version__",
     "advise",
+    "auto",
     "compare",
     "create_backbone",
     "fit",

@@ -38,7 +38,7 @@ from graft.results import RunResult
 from graft.rundir import METRICS, RESULT, SavedRun, load_run, read_config, save_run
 from graft.sources import create_backbone
 from graft.train.checkpoint import CHECKPOINT, load_checkpoint
-from graft.train.trainer import Trainer, seed_everything
+from graft.train.trainer import Trainer, TrainResult, seed_everything
 
 
 @dataclass
@@ -244,6 +244,16 @@ def _train_and_save(
         settings, out / METRICS if main else None, log, checkpoint_path=out / CHECKPOINT if main else None, config=config.to_dict()
     )
     trained = trainer.fit(model, strategy, split, resume=state)
+    return finish_run(config, model, trained, split, out, report=report, tensorboard=tensorboard)
+
+
+def finish_run(
+    config: FitConfig, model: GraftModel, trained: TrainResult, split: Split, out: Path, *, report: bool = True, tensorboard: bool = False
+) -> Run:
+    """Save a trained ``model`` into ``out`` as a finished run: weights, description, figures on ``split``'s test
+    part (read here, once), then the report. ``graft auto`` finishes its winner through this too."""
+    settings, strategy = config.settings, config.build_strategy()
+    main = distributed.is_main()  # only rank 0 writes the run directory
     tta = _resolve_tta(config, model, split)
     description = {
         "fit": config.to_dict(),

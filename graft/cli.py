@@ -354,6 +354,40 @@ def compare(
 
 
 @app.command()
+def auto(
+    data: Data,
+    time: Annotated[str, typer.Option("--time", help="the wall-clock budget, everything included: 90s, 15m, 1h30m, 2h")] = "15m",
+    classes: Classes = None,
+    backbones: Annotated[
+        str | None,
+        typer.Option(help="comma-separated candidates (timm names, smallcnn, graft run directories); default: the offline EfficientNet-Lite0/1/2"),
+    ] = None,
+    per_class: PerClass = None,
+    out: Out = None,
+    seed: Seed = None,
+    device: Device = None,
+    overwrite: Overwrite = False,
+    report: Report = True,
+    as_json: Json = False,
+) -> None:
+    """The best model a time budget buys: backbones, strategies and epochs chosen on validation figures."""
+    from graft.auto import auto as run_auto
+
+    with _say_how_to_resume():
+        result = run_auto(
+            data, time, backbones=backbones, classes=classes, per_class=per_class, out=out, overwrite=overwrite, seed=seed or 0,
+            device=device or "auto", report=report,
+        )  # fmt: skip
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    rows = [{k: "-" if v is None else v for k, v in r.items()} for r in result.leaderboard]  # not run: no figure
+    columns = ["name", "epochs", "val_accuracy", "val_balanced_accuracy", "test_accuracy", "seconds", "stopped"]
+    stdout.print(_table(f"graft auto -> {result.run.path} ({result.seconds:,.0f} s of {result.budget:,.0f} s)", rows, columns))
+    stdout.print(_table("the winner", [result.run.result.to_dict()], COLUMNS))
+
+
+@app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="a run directory")],
     data: Data,

@@ -17,15 +17,16 @@ from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE
 from graft.errors import DiskFull, GraftError
 from graft.export import EXPORT_DIR, FORMATS, PREPROCESSING
-from graft.report.metrics import COMPARISON, REPORT
+from graft.report.metrics import COMPARISON, LEADERBOARD, REPORT
 from graft.report.tensorboard import TENSORBOARD_DIR
 from graft.rundir import CONFIG, METRICS, RESULT, WEIGHTS
 from graft.train.checkpoint import CHECKPOINT
 
 # Files that only graft makes: one of them (anywhere in the tree) is what marks a folder as graft's.
-# experiment.* and comparison.csv are graft.comparison.write_table's (a run's, a comparison's, an experiment's table).
-MARKERS = frozenset({CONFIG, CHECKPOINT, SPLIT_FILE, COMPARISON, "experiment.json", "experiment.csv"})
-FILES = MARKERS | {WEIGHTS, METRICS, RESULT, BAD_IMAGES, REPORT, "comparison.csv"}
+# experiment.* and comparison.csv are graft.comparison.write_table's (a run's, a comparison's, an experiment's table);
+# leaderboard.* are graft auto's, beside its winning run.
+MARKERS = frozenset({CONFIG, CHECKPOINT, SPLIT_FILE, COMPARISON, "experiment.json", "experiment.csv", LEADERBOARD})
+FILES = MARKERS | {WEIGHTS, METRICS, RESULT, BAD_IMAGES, REPORT, "comparison.csv", "leaderboard.csv"}
 # What graft.export writes (ONNX moves weights over 2 GB into MODEL.data) and what TensorBoard's writer names its files.
 EXPORT_FILES = frozenset({*FORMATS.values(), f"{FORMATS['onnx']}.data", PREPROCESSING})
 EVENTS_PREFIX = "events.out.tfevents."

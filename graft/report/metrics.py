@@ -8,7 +8,7 @@ from typing import Any
 from graft.errors import GraftError
 from graft.rundir import METRICS, RESULT
 
-COMPARISON, REPORT = "comparison.json", "report.html"
+COMPARISON, REPORT, LEADERBOARD = "comparison.json", "report.html", "leaderboard.json"
 
 
 def _read(file: Path, parse: Callable[[str], Any] = json.loads) -> Any:
@@ -32,3 +32,9 @@ def read_result(run_dir: Path) -> dict[str, Any]:
 
 def read_comparison(folder: Path) -> list[dict[str, Any]]:
     return _read(Path(folder) / COMPARISON)
+
+
+def read_leaderboard(run_dir: Path) -> list[dict[str, Any]] | None:
+    """``graft auto``'s leaderboard beside its winning run; None for a run made otherwise."""
+    file = Path(run_dir) / LEADERBOARD
+    return _read(file) if file.is_file() else None

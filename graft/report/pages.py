@@ -8,7 +8,7 @@ from urllib.parse import quote
 from graft.errors import GraftError
 from graft.evaluation import evaluate_test_split
 from graft.report import charts
-from graft.report.metrics import COMPARISON, REPORT, read_comparison, read_metrics, read_result
+from graft.report.metrics import COMPARISON, REPORT, read_comparison, read_leaderboard, read_metrics, read_result
 from graft.report.page import Section, render, thumbnail
 from graft.results import COLUMNS, headline_of
 from graft.rundir import read_config
@@ -110,6 +110,35 @@ def _test_sections(run_dir: Path) -> list[Section]:
     ]
 
 
+LEADERBOARD_COLUMNS = ("name", "epochs", "val_accuracy", "val_balanced_accuracy", "test_accuracy", "seconds", "stopped")
+
+
+def _leaderboard_section(run_dir: Path) -> list[Section]:
+    """``graft auto``'s leaderboard, where the run is its winner: every candidate, why it stopped, the winner's test figure."""
+    rows = read_leaderboard(run_dir)
+    if rows is None:
+        return []
+
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
+        if value is None:
+            return "-"
+        text = f"{value:.2%}" if isinstance(value, float) and "accuracy" in column else str(value)
+        if column == "test_accuracy" and row.get("test_accuracy_interval"):
+            low, high = row["test_accuracy_interval"]
+            text += f" ({low:.1%}-{high:.1%})"
+        return f"{text} (winner)" if column == "name" and row.get("winner") else text
+
+    return [
+        Section(
+            "graft auto: candidates",
+            "leaderboard",
+            note="Every candidate the time budget allowed, ranked on the validation images only; the test part was read once, by the winner.",
+            table={"columns": list(LEADERBOARD_COLUMNS), "rows": [[cell(r, c) for c in LEADERBOARD_COLUMNS] for r in rows], "numeric": []},
+        )
+    ]
+
+
 def run_page(run_dir: Path) -> Path:
     """The page of one run: headline figures, learning curves, test-split analysis, settings."""
     run_dir = Path(run_dir)
@@ -123,7 +152,7 @@ def run_page(run_dir: Path) -> Path:
         note="Loss and accuracy per epoch on the training and validation images; the saved model is the epoch (or moving average of the weights) that scores best on the validation accuracy (balanced accuracy where the classes are uneven).",
         chart=charts.learning_curves(records) if records else None,
     )
-    sections = [curves, *_test_sections(run_dir), _settings_section(config)]
+    sections = [curves, *_leaderboard_section(run_dir), *_test_sections(run_dir), _settings_section(config)]
     subtitle = f"{backbone} backbone · {strategy} strategy · {len(config['classes'])} classes of {fit.get('data', '?')}"
     return render(
         run_dir / REPORT, kind="graft run", title=run_dir.name, subtitle=subtitle, kpis=_kpis(result), sections=sections, folder=run_dir

@@ -81,6 +81,11 @@ class TrainResult:
     train_seconds: float
     trainable_params: int = 0  # parameters trained in at least one phase
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: bool = False  # ended early by the ``stop`` hook (a time budget), keeping the best state so far
+
+
+class TimeUp(Exception):
+    """Raised between batches when the trainer's ``stop`` hook says so; :meth:`Trainer.fit` ends cleanly on it."""
 
 
 @dataclass
@@ -145,7 +150,9 @@ class Trainer:
     With ``checkpoint_path`` it saves everything needed to continue after every epoch (with ``config``,
     the run description that started it, so ``graft resume`` can repeat it); ``fit(..., resume=state)``
     continues from such a checkpoint and ends with the same weights as a run that was never stopped.
-    The model trains on ``settings.device`` (:mod:`graft.device`) and stays there afterwards.
+    The model trains on ``settings.device`` (:mod:`graft.device`) and stays there afterwards. ``stop``, asked
+    before every batch, ends training early when it returns True (``graft auto``'s clock): the model keeps
+    the phase's best state so far, and the result says it stopped.
     """
 
     def __init__(
@@ -155,8 +162,10 @@ class Trainer:
         log: Callable[[str], None] | None = None,
         checkpoint_path: Path | None = None,
         config: dict[str, Any] | None = None,
+        stop: Callable[[], bool] | None = None,
     ):
         self.settings = settings
+        self.stop = stop
         self.metrics_path = metrics_path
         self.log = log or (lambda message: None)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -181,14 +190,28 @@ class Trainer:
         progress = Progress()
         if resume is not None:
             progress = self._restore(model, resume, phases)
+        stopped = False
         with deferred_interrupts():  # Ctrl-C stops between batches, never lost (graft.interrupt)
-            while progress.phase < len(phases):
-                self._run_phase(model, phases[progress.phase], split, strategy.name, progress, resume, start)
-                resume = None  # the optimizer and scheduler state belong to the checkpoint's phase only
-                progress.next_phase()
+            try:
+                while progress.phase < len(phases):
+                    self._run_phase(model, phases[progress.phase], split, strategy.name, progress, resume, start)
+                    resume = None  # the optimizer and scheduler state belong to the checkpoint's phase only
+                    progress.next_phase()
+            except TimeUp:
+                stopped = True
+                if progress.best_state is not None:
+                    model.load_state_dict(progress.best_state)
+                self.log(f"{strategy.name}: time is up; training stops with the best state so far")
         model.eval()
         history = progress.history
-        return TrainResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history)
+        return TrainResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history, stopped)
+
+    def _until_stopped(self, batches: Any) -> Any:
+        """``batches``, raising :class:`TimeUp` before the next one once ``stop`` says so."""
+        for batch in batches:
+            if self.stop is not None and self.stop():
+                raise TimeUp
+            yield batch
 
     def _weigh_classes(self, split: Split, num_classes: int) -> None:
         """Class-weighted loss (each class weighing as much in total) where ``class_weight`` asks for it.
@@ -291,7 +314,7 @@ class Trainer:
             tick, epoch = time.perf_counter(), progress.epoch + 1
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
             module.train() if module is not model else apply_freezing(model, phase)
-            batches = track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train))
+            batches = self._until_stopped(track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train)))
             stats = train_epoch(stepped, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             stats = EpochStats(*distributed.mean(stats.loss, stats.accuracy))  # this rank's shard: the mean of equal shards
             val_stats, current = self._validate(module, val)

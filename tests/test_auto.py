@@ -1,0 +1,135 @@
+"""graft auto: the budget kept on a simulated clock, the test part read only by the winner, Ctrl-C keeps the best."""
+
+import importlib
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import graft
+import graft.data.loader
+from graft.auto import Clock, parse_time
+from graft.data.dataset import load_data
+from graft.data.split import SPLIT_FILE, Split, make_split
+from graft.errors import GraftError, Interrupted
+from graft.model import GraftModel
+from graft.sources import create_backbone
+from graft.strategies import get_strategy
+from graft.train.settings import TrainSettings
+from graft.train.trainer import Trainer
+from tests.test_cli import assert_user_error
+from tests.test_cli import graft as graft_cli
+
+auto_module = importlib.import_module("graft.auto")  # the module; graft.auto is its function
+
+
+def ticking(step: float = 1.0, then: Callable[[], None] | None = None) -> Callable[[], float]:
+    """A clock that moves ``step`` seconds each time it is read (training reads it before every batch), so a
+    search runs on simulated time the same way on a loaded machine as on a quiet one; ``then`` runs at each read."""
+    state = {"t": 0.0}
+
+    def now() -> float:
+        state["t"] += step
+        if then is not None:
+            then()
+        return state["t"]
+
+    return now
+
+
+def rows(out: Path) -> list[dict]:
+    return json.loads((out / "leaderboard.json").read_text())
+
+
+def test_parse_time_reads_budgets_and_refuses_the_rest() -> None:
+    assert [parse_time(t) for t in ("90s", "15m", "1h30m", "2h", "600", " 2m ")] == [90, 900, 5400, 7200, 600, 120]
+    for bad in ("", "5x", "m", "1h-3m", "-5m", "3s"):
+        with pytest.raises(GraftError, match="--time"):
+            parse_time(bad)
+
+
+def test_bad_time_on_the_command_line_is_one_line_and_exit_2(shapes: Path) -> None:
+    assert_user_error(graft_cli("auto", str(shapes), "--time", "ten minutes"), "--time", "15m")
+
+
+def test_the_budget_is_kept_on_a_simulated_clock(shapes: Path, tmp_path: Path) -> None:
+    now = ticking()
+    result = graft.auto(shapes, "2m", backbones="smallcnn", out=tmp_path / "auto", now=now, report=False)
+    table = rows(tmp_path / "auto")
+    started = [r for r in table if not r["stopped"].startswith("not started")]
+    assert started[0]["strategy"] == "features"  # the answer that always exists comes first
+    assert any(r["strategy"] != "features" for r in started), table  # the budget bought trained candidates too
+    for row in started[1:]:  # nothing started that its estimate said could not finish before the finishing reserve
+        assert row["estimated_seconds"] <= row["left_at_start"] - row["reserve"] + 0.1, row
+    assert result.seconds <= 120
+    assert sum(r["winner"] for r in table) == 1
+
+
+def test_a_tiny_budget_still_returns_the_linear_probe(shapes: Path, tmp_path: Path) -> None:
+    result = graft.auto(shapes, "10s", backbones="smallcnn", out=tmp_path / "auto", now=ticking(), report=False)
+    assert result.run.config.strategy == "features"
+    assert all(r["stopped"].startswith("not started") for r in rows(tmp_path / "auto")[1:])
+    run = graft.load(tmp_path / "auto")
+    assert run.test_accuracy > 0.5
+    assert len(run.predict(next(shapes.glob("ring/*.png")))) == 1
+
+
+def test_the_test_part_is_read_only_after_the_winner_is_chosen(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    split = make_split(load_data(str(shapes)), seed=0)
+    test_paths = {p for p, _ in split.test}
+    reads: list[tuple[str, bool]] = []  # (image, whether the winner had been chosen)
+    chosen = {"yes": False}
+    load_image, finish_run = graft.data.loader.load_image, auto_module.finish_run
+
+    def spy_load(path: Path, channels: int):  # type: ignore[no-untyped-def]
+        reads.append((str(Path(path).relative_to(shapes)), chosen["yes"]))
+        return load_image(path, channels)
+
+    def spy_finish(*args, **kwargs):  # type: ignore[no-untyped-def]
+        chosen["yes"] = True
+        return finish_run(*args, **kwargs)
+
+    monkeypatch.setattr(graft.data.loader, "load_image", spy_load)
+    monkeypatch.setattr(auto_module, "finish_run", spy_finish)
+    graft.auto(shapes, "2m", backbones="smallcnn", out=tmp_path / "auto", now=ticking(), report=False)
+    assert Split.load(tmp_path / "auto" / SPLIT_FILE).test == split.test  # the same seeded split graft fit makes
+    before = [p for p, after in reads if not after]
+    assert before and not test_paths & set(before)  # training and validation images only
+    assert test_paths <= {p for p, after in reads if after}  # the winner's test pass read them all
+
+
+def test_ctrl_c_during_a_candidate_leaves_the_best_run_so_far(shapes: Path, tmp_path: Path) -> None:
+    out = tmp_path / "auto"
+    sent = {"yes": False}
+
+    def interrupt_training() -> None:  # Ctrl-C once a trained candidate is running (the probe is done by then)
+        running = (out / "leaderboard.json").is_file() and any(r["stopped"] == "running" and r["strategy"] != "features" for r in rows(out))
+        if running and not sent["yes"]:
+            sent["yes"] = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="best model so far"):
+        graft.auto(shapes, "10m", backbones="smallcnn", out=out, now=ticking(then=interrupt_training), report=False)
+    table = rows(out)
+    assert [r["stopped"] for r in table][-1] == "interrupted"
+    assert [r["strategy"] for r in table if r["winner"]] == ["features"]
+    run = graft.load(out)  # a finished, ordinary run directory
+    assert run.test_accuracy == next(r["test_accuracy"] for r in table if r["winner"])
+    assert run.evaluate().accuracy == pytest.approx(run.test_accuracy)
+
+
+def test_the_trainer_stops_between_batches_when_told(shapes: Path) -> None:
+    split = make_split(load_data(str(shapes)), seed=0)
+    model = GraftModel(create_backbone("smallcnn"), len(split.classes))
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1  # the second batch never runs
+
+    trained = Trainer(TrainSettings(epochs=3, batch_size=8), stop=stop).fit(model, get_strategy("full"), split)
+    assert trained.stopped and trained.history == []
+    assert Clock(60, now=ticking()).left() == 59  # started at the first read; asking reads it again, one second later
