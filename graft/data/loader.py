@@ -1,28 +1,51 @@
 """Streaming loaders: images are decoded on the fly, so a data set never has to fit in memory."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from graft import distributed
+from graft.data.decoded import DecodedImages, form, threaded_map
 from graft.data.images import load_image
-from graft.data.transforms import Preprocessing, build_transform
+from graft.data.transforms import Preprocessing, decode_transform, resize_side, tensor_transform
 
 
 class ImageDataset(Dataset):
-    """``(path, label)`` samples decoded and transformed one at a time (in DataLoader workers if any)."""
+    """``(path, label)`` samples: decoded (or taken from ``store``, :mod:`graft.data.decoded`), then augmented.
 
-    def __init__(self, root: Path, samples: Sequence[tuple[str, int]], channels: int, transform: Callable):
-        self.root, self.samples, self.channels, self.transform = Path(root), list(samples), channels, transform
+    A batch decodes its images in threads (:func:`graft.data.decoded.threaded_map`) and augments them in
+    order in the calling thread, so the random draws are the same whatever the threads do.
+    """
+
+    def __init__(
+        self, root: Path, samples: Sequence[tuple[str, int]], pre: Preprocessing, augment: str = "none", store: DecodedImages | None = None
+    ):
+        self.root, self.samples, self.channels, self.side, self.store = Path(root), list(samples), pre.channels, resize_side(pre), store
+        self.form, self.decoder, self.augment = form(augment), decode_transform(pre, augment), tensor_transform(pre, augment)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def paths(self) -> list[str]:
+        return [relative for relative, _ in self.samples]
+
+    def decode(self, relative: str) -> torch.Tensor:
+        """The uint8 image at the training resolution, from the file."""
+        return self.decoder(load_image(self.root / relative, self.channels, self.side))
+
+    def pixels(self, relative: str) -> torch.Tensor:
+        kept = self.store.get(self.form, relative) if self.store is not None else None
+        return kept if kept is not None else self.decode(relative)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        relative, label = self.samples[index]
-        return self.transform(load_image(self.root / relative, self.channels)), label
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """A batch's samples: DataLoader calls this once a batch when it is defined."""
+        pixels = threaded_map(self.pixels, [self.samples[i][0] for i in indices])
+        return [(self.augment(image), self.samples[i][1]) for image, i in zip(pixels, indices, strict=True)]
 
 
 def make_loader(
@@ -36,6 +59,7 @@ def make_loader(
     seed: int = 0,
     workers: int = 0,
     pin_memory: bool = False,
+    store: DecodedImages | None = None,
 ) -> DataLoader:
     """A DataLoader over ``samples``; a shuffled (training) one under torch.distributed gives each process its shard.
 
@@ -45,9 +69,12 @@ def make_loader(
     NumPy generators that augmentation uses in the workers, from that generator, so reseeding it before an
     epoch makes the epoch's augmentation a function of that seed alone, and a resumed run repeats it.
     ``pin_memory`` puts batches in page-locked memory, for a CUDA device to copy while it computes
-    (:func:`graft.device.pin_memory`).
+    (:func:`graft.device.pin_memory`). With ``store`` the images are decoded into it now, as far as it holds
+    them, and read from it every epoch (:mod:`graft.data.decoded`).
     """
-    dataset = ImageDataset(root, samples, pre.channels, build_transform(pre, augment))
+    dataset = ImageDataset(root, samples, pre, augment, store)
+    if store is not None:
+        store.fill(dataset)
     sampler = distributed.sampler(dataset, seed) if shuffle else None  # evaluation is sharded by its caller, unpadded
     shuffle = shuffle and sampler is None
     generator = torch.Generator().manual_seed(seed)

@@ -45,6 +45,71 @@ class Preprocessing:
         )
 
 
+def resize_side(pre: Preprocessing) -> int:
+    """The shorter side an image is resized to before its centre crop (``crop_pct`` < 1 leaves a margin)."""
+    _, height, width = pre.input_size
+    return round(max(height, width) / pre.crop_pct)
+
+
+class ShrinkTo(v2.Transform):
+    """Resize so the shorter side is ``size`` pixels, only where it is longer: never enlarges an image.
+
+    What ``strong`` augmentation keeps of an image before its random crop: enough pixels for any crop it
+    draws, and no more, so a large photo is stored (:mod:`graft.data.decoded`) at the training resolution.
+    """
+
+    def __init__(self, size: int, interpolation: InterpolationMode) -> None:
+        super().__init__()
+        self.size, self.interpolation = size, interpolation
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if min(v2.functional.get_size(inpt)) <= self.size:
+            return inpt
+        return v2.functional.resize(inpt, self.size, interpolation=self.interpolation, antialias=True)
+
+
+def decode_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
+    """The deterministic first half of :func:`build_transform`: PIL image -> uint8 tensor at the training resolution.
+
+    Without ``strong`` augmentation that is the resized, centre-cropped input itself; with it, the image
+    shrunk to the resize side, from which each epoch draws its own crop. Its output is what
+    :mod:`graft.data.decoded` keeps in memory, so every epoch after the first starts here, not at the file.
+    """
+    _check_augment(augment)
+    _, height, width = pre.input_size
+    interpolation = InterpolationMode(pre.interpolation)
+    if augment == "strong":
+        return v2.Compose([v2.PILToTensor(), ShrinkTo(resize_side(pre), interpolation)])
+    return v2.Compose(
+        [v2.PILToTensor(), v2.Resize(resize_side(pre), interpolation=interpolation, antialias=True), v2.CenterCrop((height, width))]
+    )
+
+
+def tensor_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
+    """The second half of :func:`build_transform`: uint8 tensor -> augmented, normalised float tensor.
+
+    The random changes run on uint8 tensors (as they always have in graft: the PIL image is a tensor
+    before any of them), then the scaling to [0, 1] and the normalisation.
+    """
+    _check_augment(augment)
+    _, height, width = pre.input_size
+    interpolation = InterpolationMode(pre.interpolation)
+    random: list[Any] = []
+    if augment == "strong":
+        random = [
+            v2.RandomResizedCrop((height, width), scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.3, 0.3, 0.3),
+        ]
+    elif augment == "light":
+        random = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))]
+    elif augment.startswith("trivial"):
+        random = [v2.TrivialAugmentWide(interpolation=interpolation)]
+        if augment == "trivial-flip":
+            random.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*random, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(pre.mean), std=list(pre.std))])
+
+
 def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
     """PIL image -> normalised float tensor; ``augment`` adds random changes for training only.
 
@@ -53,35 +118,12 @@ def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
     ``trivial`` is TrivialAugment (Müller & Hutter 2021, torchvision's ``TrivialAugmentWide``): one
     random operation of random strength per image, with no setting to tune; it never mirrors, so it suits
     characters and digits, whose mirror image is another symbol or none. ``trivial-flip`` adds horizontal
-    flips, for photos.
+    flips, for photos. It is :func:`decode_transform` then :func:`tensor_transform`, the split that lets
+    images be decoded once.
     """
+    return v2.Compose([*decode_transform(pre, augment).transforms, *tensor_transform(pre, augment).transforms])
+
+
+def _check_augment(augment: str) -> None:
     if augment not in AUGMENTATIONS:
         raise GraftError(f"unknown augmentation '{augment}'; choose one of {', '.join(AUGMENTATIONS)}")
-    _, height, width = pre.input_size
-    interpolation = InterpolationMode(pre.interpolation)
-    if augment == "strong":
-        geometry: list[Any] = [
-            v2.RandomResizedCrop((height, width), scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(0.3, 0.3, 0.3),
-        ]
-    else:
-        scale_size = round(max(height, width) / pre.crop_pct)
-        geometry = [
-            v2.Resize(scale_size, interpolation=interpolation, antialias=True),
-            v2.CenterCrop((height, width)),
-        ]
-        if augment == "light":
-            geometry.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))
-        if augment.startswith("trivial"):
-            geometry.append(v2.TrivialAugmentWide(interpolation=interpolation))
-        if augment == "trivial-flip":
-            geometry.append(v2.RandomHorizontalFlip())
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            *geometry,
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(pre.mean), std=list(pre.std)),
-        ]
-    )

@@ -32,7 +32,7 @@ from graft.device import module_device, pin_memory
 from graft.inference import forward_batches, resolve
 from graft.paths import cache_dir
 
-FORMAT = 1
+FORMAT = 2  # 2: JPEGs at least twice the resize side are decoded in draft mode (graft.data.images)
 KEY_FILE = "key.json"
 
 

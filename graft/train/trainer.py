@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from graft import distributed, features
 from graft.atomic import append_line, write_text
 from graft.console import track
+from graft.data.decoded import DecodedImages
 from graft.data.loader import make_loader
 from graft.data.split import Split
 from graft.device import module_device, pin_memory, resolve_device
@@ -187,6 +188,7 @@ class Trainer:
         phases = strategy.phases(model, self.settings)
         trained = {id(p): p.numel() for phase in phases for g in phase.groups for p in g["params"]}
         self._phase_names = [phase.name for phase in phases]
+        self._decoded = DecodedImages()  # images decoded once for the whole run, every phase (graft.data.decoded)
         progress = Progress()
         if resume is not None:
             progress = self._restore(model, resume, phases)
@@ -274,8 +276,13 @@ class Trainer:
             seed=s.seed,
             workers=s.workers,
             pin_memory=pinned,
+            store=self._decoded,
         )
-        val = make_loader(root, distributed.shard(split.val), pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
+        val = make_loader(
+            root, distributed.shard(split.val), pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned, store=self._decoded
+        )
+        if line := self._decoded.summary():
+            self.log(line)
         return model, train, val
 
     def _run_phase(
