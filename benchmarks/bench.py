@@ -353,10 +353,10 @@ def memory(results: Results, counts: list[int]) -> None:
 
 
 def distributed(results: Results) -> None:
-    from distributed import measure, rows  # benchmarks/distributed.py: this script's folder is on sys.path
+    from distributed import run  # benchmarks/distributed.py (this script's folder is on sys.path): also writes distributed.json
 
-    for name, value, unit, baseline in rows(measure(images=400, per_class=24, epochs=2)):
-        results.add(name, value, unit, baseline)
+    for row in run():
+        results.add(row["name"], row["value"], row["unit"], row.get("baseline"))
 
 
 def main() -> None:
