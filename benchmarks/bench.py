@@ -28,7 +28,7 @@ a quiet machine for figures to quote). The measurements:
    for 70,000 Fashion-MNIST images with lite0 at 32x32 input (1,280 features an image, 358 MB for 70,000
    if they were held: the pipeline's memory is measured, at a speed that fits a benchmark run).
 6. ``distributed/*``: one process with 2 threads against 2 processes with 1 thread each (torch.distributed,
-   gloo): feature extraction of 400 images and a fine-tuning epoch with lite0 (see ``benchmarks/distributed.py``,
+   gloo): feature extraction of 300 images and a fine-tuning epoch with lite0 (see ``benchmarks/distributed.py``,
    which also writes them alone to ``benchmarks/distributed.json``).
 """
 

@@ -107,7 +107,7 @@ def rows(records: list[dict[str, Any]]) -> list[tuple[str, float, str, float | N
     ]
 
 
-def run(images: int = 400, per_class: int = 24, epochs: int = 2, output: Path = RESULTS) -> list[dict[str, Any]]:
+def run(images: int = 300, per_class: int = 16, epochs: int = 2, output: Path = RESULTS) -> list[dict[str, Any]]:
     """Measure both sides, write ``output`` (the raw records and the rows), return the rows."""
     records = measure(images, per_class, epochs)
     table = [
@@ -124,8 +124,8 @@ def main() -> None:
         worker(images, per_class, epochs, Path(sys.argv[5]), Path(sys.argv[6]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=400, help="images to extract features of")
-    parser.add_argument("--per-class", type=int, default=24, help="training images a class for the fine-tuning epochs")
+    parser.add_argument("--images", type=int, default=300, help="images to extract features of")
+    parser.add_argument("--per-class", type=int, default=16, help="training images a class for the fine-tuning epochs")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
