@@ -28,7 +28,7 @@ a quiet machine for figures to quote). The measurements:
    for 70,000 Fashion-MNIST images with lite0 at 32x32 input (1,280 features an image, 358 MB for 70,000
    if they were held: the pipeline's memory is measured, at a speed that fits a benchmark run).
 6. ``distributed/*``: one process with 2 threads against 2 processes with 1 thread each (torch.distributed,
-   gloo): feature extraction of 400 images and a fine-tuning epoch with lite0 (see ``benchmarks/distributed.py``,
+   gloo): feature extraction of 300 images and a fine-tuning epoch with lite0 (see ``benchmarks/distributed.py``,
    which also writes them alone to ``benchmarks/distributed.json``).
 """
 
@@ -353,10 +353,10 @@ def memory(results: Results, counts: list[int]) -> None:
 
 
 def distributed(results: Results) -> None:
-    from distributed import measure, rows  # benchmarks/distributed.py: this script's folder is on sys.path
+    from distributed import run  # benchmarks/distributed.py (this script's folder is on sys.path): also writes distributed.json
 
-    for name, value, unit, baseline in rows(measure(images=400, per_class=24, epochs=2)):
-        results.add(name, value, unit, baseline)
+    for row in run():
+        results.add(row["name"], row["value"], row["unit"], row.get("baseline"))
 
 
 def main() -> None:

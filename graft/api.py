@@ -333,6 +333,6 @@ def resume(run_dir: str | Path, device: str | None = None) -> Run:
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file() and (run_dir / RESULT).is_file():
         raise GraftError(f"{run_dir} has finished already ({RESULT} is there); nothing to resume")
-    with distributed.process_group(device or "auto"):  # the checkpoint is on rank 0's machine
-        config = distributed.on_main(lambda: _saved_config(load_checkpoint(run_dir / CHECKPOINT).get("config"), device))
-        return fit(config, out=run_dir, resume=True)
+    # every process reads the run description: across machines, the run directory must be on a shared folder
+    config = _saved_config(load_checkpoint(run_dir / CHECKPOINT).get("config"), device)
+    return fit(config, out=run_dir, resume=True)

@@ -597,7 +597,8 @@ def main() -> None:
     try:
         app()
     except GraftError as exc:
-        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        if distributed.speaks(exc):
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         stderr.print("interrupted")

@@ -29,7 +29,22 @@ from graft.device import check_device
 from graft.errors import GraftError
 from graft.interrupt import requested
 
+LAUNCHED_BY_GRAFT = "GRAFT_NPROC"  # set by launch(): the launcher, not rank 0, explains a process that died
+LOST = 3  # the exit code of a process that lost contact with another: the launcher names the one that failed
 T = TypeVar("T")
+
+
+class LostProcess(GraftError):
+    """A collective failed because another process of the run is gone (crashed, killed)."""
+
+    exit_code = LOST
+
+
+def speaks(error: GraftError) -> bool:
+    """Whether this process should print ``error``: not a lost peer under graft's launcher, which says what happened."""
+    return not (isinstance(error, LostProcess) and LAUNCHED_BY_GRAFT in os.environ)
+
+
 S = TypeVar("S", bound=Sequence)
 
 
@@ -88,11 +103,21 @@ def process_group(device: str) -> Iterator[None]:
         torch.cuda.set_device(where.index if where.index is not None else local_rank)
     threads = os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(int(threads) if threads and threads.isdigit() else max(1, cores() // local_world))
-    dist.init_process_group("nccl" if where.type == "cuda" else "gloo")
+    if where.type == "cuda":  # bound to its GPU from the start, so that NCCL's barriers know where they run
+        dist.init_process_group("nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
+    else:
+        dist.init_process_group("gloo")
     if not is_main():  # rank 0 speaks for the run: its lines, its table, its one-line error
         console.stderr.quiet = console.stdout.quiet = True
     try:
         yield
+    except Exception as exc:
+        if isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and any(n in str(exc) for n in ("gloo", "NCCL"))):
+            first = str(exc).strip().splitlines()[0]
+            raise LostProcess(
+                f"lost contact with another process of this run ({first}); graft resume continues from the last finished epoch"
+            ) from exc
+        raise
     finally:
         dist.destroy_process_group()
 
@@ -214,15 +239,21 @@ def launch(nproc: int, args: list[str]) -> int:
     if not 1 <= nproc <= 1024:
         raise GraftError(f"--nproc {nproc} is out of range; give 1 or more processes")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))  # else torchrun gives each process 1 thread
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # its notices of stopping workers
+    os.environ[LAUNCHED_BY_GRAFT] = str(nproc)
+    for name in list(logging.root.manager.loggerDict):  # the launcher's notices: the one line below says it
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "graft", *args]))
     except ChildFailedError as exc:
-        failed, failure = exc.get_first_failure()
-        if failed == 0 and failure.exitcode in (2, 130):
-            return failure.exitcode
+        first = exc.failures.get(0)
+        if first is not None and first.exitcode in (GraftError.exit_code, 130):
+            return first.exitcode  # rank 0 said what went wrong, in its one line
+        failed, failure = min(exc.failures.items(), key=lambda item: (item[1].exitcode == LOST, item[1].timestamp))
         how = f"exit code {failure.exitcode}" if failure.exitcode >= 0 else f"signal {failure.signal_name()}"
-        error = GraftError(f"process {failed} of {nproc} stopped ({how}); the launcher stopped the others; a run's last checkpoint is kept")
+        error = GraftError(
+            f"process {failed} of {nproc} stopped ({how}); the launcher stopped the others; graft resume continues from the last finished epoch"
+        )
         error.exit_code = 1
         raise error from None
     except SignalException:

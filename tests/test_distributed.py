@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import graft
+from graft.errors import GraftError
+from graft.interrupt import deferred_interrupts
 from graft.train.checkpoint import CHECKPOINT, load_checkpoint
 from tests.conftest import make_shapes
 from tests.test_cli import assert_user_error
@@ -128,3 +130,15 @@ def test_a_missing_accelerator_is_one_line_before_any_process_starts(tmp_path: P
     assert_user_error(result, "--device cuda: this machine has no CUDA device")
     assert not (tmp_path / "r").exists()
     assert_user_error(cli("fit", *DIGITS, "--nproc", "0"), "--nproc 0 is out of range")
+
+
+def test_a_failure_after_ctrl_c_is_the_interrupt_but_a_user_error_stays_one() -> None:
+    """A rank whose peer stopped on Ctrl-C sees its next collective fail: that is the interrupt, not a bug."""
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise RuntimeError("[gloo] Connection reset by peer")
+    with pytest.raises(GraftError), deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise GraftError("the disk is full")
+    with pytest.raises(RuntimeError), deferred_interrupts():
+        raise RuntimeError("a bug, no Ctrl-C")
