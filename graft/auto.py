@@ -56,7 +56,6 @@ from graft.inference import autocast, prepare, to_channels_last
 from graft.metrics import classification_report, is_imbalanced
 from graft.model import GraftModel
 from graft.outdir import prepare_out
-from graft.report import after_run
 from graft.report.metrics import LEADERBOARD
 from graft.rundir import METRICS
 from graft.sources import create_backbone
@@ -230,15 +229,14 @@ class Search:
         self.device = resolve_device(self.settings.device)
         self.calibration = 1.0  # real seconds / estimated seconds of the latest trained run
         self.test_size = 0  # set by the caller: the test part's size, for the finishing reserve
-        self.test_passes = 1  # set by the caller: 2 where the report (which evaluates the test part again) is written
         counts = torch.bincount(torch.tensor([y for _, y in split.train]), minlength=len(split.classes)).tolist()
         self.balanced = is_imbalanced(counts)
 
     # --- the clock ----------------------------------------------------------------------------------------
     def reserve(self, backbone: str) -> float:
-        """Seconds kept for finishing: the test pass(es) of the slower of ``backbone`` and the best so far, saving, the report."""
+        """Seconds kept for finishing: the one test pass (the report reuses it) of the slower of ``backbone`` and the best so far, saving, the report."""
         names = [backbone] + ([self.best.entry.backbone] if self.best else [])
-        return FINISH_OVERHEAD + 1.2 * self.test_passes * self.test_size * max(self.speeds[n].forward for n in names if n in self.speeds)
+        return FINISH_OVERHEAD + 1.2 * self.test_size * max(self.speeds[n].forward for n in names if n in self.speeds)
 
     def _status(self) -> str:
         best = f"best so far: {self.best.entry.name} {self.best.score:.2%}" if self.best else "no model yet"
@@ -307,6 +305,11 @@ class Search:
     # --- the search ---------------------------------------------------------------------------------------
     def run(self) -> None:
         ranked = self.rank()
+        if (reserve := self.reserve(ranked[0])) > self.clock.left():
+            warn(
+                f"auto: scoring the final model on the {self.test_size} test images alone needs ~{reserve:.0f}s, more than the "
+                f"{max(self.clock.left(), 0):.0f}s left: the budget will be overrun; give more --time"
+            )
         self.probe(Candidate(ranked[0], "features"), always=True)
         if len(ranked) > 1:
             self.probe(Candidate(ranked[1], "features"))
@@ -513,7 +516,7 @@ def auto(
     split.save(out)
     log(f"auto: {len(split.train)} training, {len(split.val)} validation images; {clock.budget:.0f}s budget, {len(names)} backbone(s)")
     search = Search(base, replace(split, test=[]), list(dict.fromkeys(names)), clock, lambda entries: write_leaderboard(out, entries))
-    search.test_size, search.test_passes = len(split.test), 2 if report else 1  # the report evaluates the test part again
+    search.test_size = len(split.test)
     interrupted = False
     try:
         search.run()
@@ -530,14 +533,13 @@ def auto(
         f"auto: the winner is {best.entry.name} (validation {best.score:.2%}); scoring it once on {len(split.test)} test images {search._status()}"
     )
     write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in best.trained.history))
-    tick = clock.now()
-    run = finish_run(best.config, best.model, best.trained, split, out, report=False)
-    best.entry.test_accuracy, best.entry.test_accuracy_interval = run.result.test_accuracy, run.result.test_accuracy_interval
-    rows = write_leaderboard(out, search.entries)
-    if report and clock.left() < clock.now() - tick:  # the report's own test pass takes as long as the one just made
-        log(f"auto: no time left for the report; write it with: graft report {out}")
-    else:
-        after_run(out, report=report)
+
+    def record(run: Run) -> None:  # before the report, which shows the leaderboard
+        best.entry.test_accuracy, best.entry.test_accuracy_interval = run.result.test_accuracy, run.result.test_accuracy_interval
+        write_leaderboard(out, search.entries)
+
+    run = finish_run(best.config, best.model, best.trained, split, out, report=report, before_report=record)
+    rows = [e.to_dict() for e in search.entries]
     seconds = clock.elapsed()
     log(f"auto: done in {seconds:.0f}s of {clock.budget:.0f}s: {best.entry.name}, test accuracy {run.result.test_accuracy:.2%} -> {out}")
     if interrupted:
