@@ -61,6 +61,7 @@ from graft.rundir import METRICS
 from graft.sources import create_backbone
 from graft.strategies import get_strategy
 from graft.train.trainer import Trainer, TrainResult, seed_everything
+from graft.transferability import logme
 
 DEFAULT_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")  # the ones with offline weights
 RANK_SHARE = 0.2  # of the budget at most for ranking backbones (LogME)
@@ -227,14 +228,15 @@ class Search:
         self.dims: dict[str, int] = {}  # feature dimensions (the solver's cost)
         self.blocks: dict[str, int] = {}  # stages (which finetune depths exist)
         self.device = resolve_device(self.settings.device)
-        self.calibration = 1.0  # real seconds / estimated seconds of the latest trained run
+        self.calibration = 1.0  # how much longer than measured throughput says trained runs really take (the latest one's ratio)
         self.test_size = 0  # set by the caller: the test part's size, for the finishing reserve
         counts = torch.bincount(torch.tensor([y for _, y in split.train]), minlength=len(split.classes)).tolist()
         self.balanced = is_imbalanced(counts)
 
     # --- the clock ----------------------------------------------------------------------------------------
     def reserve(self, backbone: str) -> float:
-        """Seconds kept for finishing: the one test pass (the report reuses it) of the slower of ``backbone`` and the best so far, saving, the report."""
+        """Seconds kept for finishing: the test pass of the slower of ``backbone`` and the best so far (the report
+        reuses that pass), saving, the report."""
         names = [backbone] + ([self.best.entry.backbone] if self.best else [])
         return FINISH_OVERHEAD + 1.2 * self.test_size * max(self.speeds[n].forward for n in names if n in self.speeds)
 
@@ -319,8 +321,6 @@ class Search:
 
     def rank(self) -> list[str]:
         """The backbones that load, best LogME first; each one's throughput measured. The first is always scored."""
-        from graft.transferability import logme  # numpy-only; kept beside its one use
-
         sample = stratified_sample(self.split.train, RANK_IMAGES, self.base.settings.seed)
         scores: dict[str, float] = {}
         last = 0.0
