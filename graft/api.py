@@ -11,12 +11,11 @@ over these functions; every check it makes happens here (in :class:`graft.config
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from graft import distributed
 from graft.atomic import write_json
@@ -27,9 +26,8 @@ from graft.data.imageset import BAD_IMAGES
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.device import parse_device
 from graft.errors import DiskFull, GraftError, Interrupted
-from graft.evaluation import Evaluation, Prediction, choose_tta, evaluate, logits_of, predict
+from graft.evaluation import Evaluation, Prediction, choose_tta, evaluate, predict, score
 from graft.memory import peak_memory_mb
-from graft.metrics import classification_report
 from graft.model import GraftModel
 from graft.outdir import prepare_out
 from graft.report import after_run, write_report
@@ -248,10 +246,19 @@ def _train_and_save(
 
 
 def finish_run(
-    config: FitConfig, model: GraftModel, trained: TrainResult, split: Split, out: Path, *, report: bool = True, tensorboard: bool = False
+    config: FitConfig,
+    model: GraftModel,
+    trained: TrainResult,
+    split: Split,
+    out: Path,
+    *,
+    report: bool = True,
+    tensorboard: bool = False,
+    before_report: Callable[[Run], None] | None = None,
 ) -> Run:
     """Save a trained ``model`` into ``out`` as a finished run: weights, description, figures on ``split``'s test
-    part (read here, once), then the report. ``graft auto`` finishes its winner through this too."""
+    part, then (after ``before_report``) the report. The test images are read once, here: the report is made
+    from the same pass. ``graft auto`` finishes its winner through this too."""
     settings, strategy = config.settings, config.build_strategy()
     main = distributed.is_main()  # only rank 0 writes the run directory
     tta = _resolve_tta(config, model, split)
@@ -265,11 +272,10 @@ def finish_run(
     }
     if main:
         save_run(out, model, description)
-    # every test image once: each rank its unpadded share, gathered in order
-    logits, labels = distributed.gather_rows(
-        *logits_of(model, split.root, distributed.shard(split.test), model.backbone.preprocessing, settings.precision, tta)
+    evaluation = score(
+        SavedRun(out, description, model), split.root, split.test, "test", per_image=report, precision=settings.precision, tta=tta
     )
-    scores = classification_report(labels.numpy(), logits.argmax(1).numpy(), split.classes)
+    scores = evaluation.scores
     result = RunResult(
         run_dir=str(out),
         strategy=strategy.name,
@@ -278,7 +284,7 @@ def finish_run(
         balanced_accuracy=scores.balanced_accuracy,
         macro_f1=scores.macro_f1,
         per_class_recall={c.name: c.recall for c in scores.per_class},
-        test_loss=torch.nn.functional.cross_entropy(logits, labels).item(),
+        test_loss=evaluation.loss,
         train_seconds=round(trained.train_seconds, 3),
         epochs=trained.epochs,
         trainable_params=trained.trainable_params,
@@ -287,12 +293,15 @@ def finish_run(
         uneven_classes=scores.imbalanced,
         tta=tta,
     )
+    run = Run(out, config, result)
     if main:
         write_json(out / RESULT, result.to_dict())
         (out / CHECKPOINT).unlink(missing_ok=True)  # the run is complete: result.json and the model replace it
-        after_run(out, report=report, tensorboard=tensorboard)
+        if before_report is not None:
+            before_report(run)
+        after_run(out, report=report, tensorboard=tensorboard, evaluation=evaluation)
     distributed.barrier()  # every rank returns a finished run
-    return Run(out, config, result)
+    return run
 
 
 def _resolve_tta(config: FitConfig, model: GraftModel, split: Split) -> str:

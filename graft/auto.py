@@ -26,6 +26,7 @@ forward pass, and on Fashion-MNIST's 3,000 validation images it would cost more 
 The search never holds the test part (its split has none), so no choice can depend on it.
 """
 
+import copy
 import csv
 import io
 import json
@@ -55,12 +56,12 @@ from graft.inference import autocast, prepare, to_channels_last
 from graft.metrics import classification_report, is_imbalanced
 from graft.model import GraftModel
 from graft.outdir import prepare_out
-from graft.report import after_run
 from graft.report.metrics import LEADERBOARD
 from graft.rundir import METRICS
 from graft.sources import create_backbone
 from graft.strategies import get_strategy
 from graft.train.trainer import Trainer, TrainResult, seed_everything
+from graft.transferability import logme
 
 DEFAULT_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")  # the ones with offline weights
 RANK_SHARE = 0.2  # of the budget at most for ranking backbones (LogME)
@@ -227,14 +228,15 @@ class Search:
         self.dims: dict[str, int] = {}  # feature dimensions (the solver's cost)
         self.blocks: dict[str, int] = {}  # stages (which finetune depths exist)
         self.device = resolve_device(self.settings.device)
-        self.calibration = 1.0  # real seconds / estimated seconds of the latest trained run
-        self.test_size = 0  # set by the caller: the final pass's size, for the finishing reserve
+        self.calibration = 1.0  # how much longer than measured throughput says trained runs really take (the latest one's ratio)
+        self.test_size = 0  # set by the caller: the test part's size, for the finishing reserve
         counts = torch.bincount(torch.tensor([y for _, y in split.train]), minlength=len(split.classes)).tolist()
         self.balanced = is_imbalanced(counts)
 
     # --- the clock ----------------------------------------------------------------------------------------
     def reserve(self, backbone: str) -> float:
-        """Seconds kept for finishing: the test pass of the slower of ``backbone`` and the best so far, saving, the report."""
+        """Seconds kept for finishing: the test pass of the slower of ``backbone`` and the best so far (the report
+        reuses that pass), saving, the report."""
         names = [backbone] + ([self.best.entry.backbone] if self.best else [])
         return FINISH_OVERHEAD + 1.2 * self.test_size * max(self.speeds[n].forward for n in names if n in self.speeds)
 
@@ -243,35 +245,37 @@ class Search:
         return f"[{self.clock.elapsed():.0f}s of {self.clock.budget:.0f}s, {max(self.clock.left(), 0):.0f}s left; {best}]"
 
     # --- measuring ----------------------------------------------------------------------------------------
-    def measure(self, name: str, model: GraftModel) -> Speed:
+    def measure(self, model: GraftModel) -> Speed:
         """Seconds per image of inference and of a full training step, on :data:`SPEED_BATCH` training images.
 
-        A first batch warms the network up untimed; the timed ones include decoding, as training does.
+        On a copy of ``model``: a training step updates BatchNorm statistics, and the backbone's features must
+        stay its own. The passes run twice and the second is timed: the first calls of a network pick and
+        build its kernels, several times slower than the rest. Decoding counts, as it does in training; later
+        passes over the validation images correct the inference figure (:meth:`train`).
         """
-        s = self.settings
-        loader = make_loader(
-            Path(self.split.root), self.split.train[: 2 * SPEED_BATCH], model.backbone.preprocessing, batch_size=SPEED_BATCH
-        )
-        batches = iter(loader)
+        model = copy.deepcopy(model)
+        loader = make_loader(Path(self.split.root), self.split.train[:SPEED_BATCH], model.backbone.preprocessing, batch_size=SPEED_BATCH)
         device = next(model.parameters()).device
-        model.eval()
-        with torch.no_grad(), autocast(s.precision, device):
-            model(to_channels_last(next(batches)[0].to(device)))
         tick = self.clock.now()
-        inputs, labels = next(batches, None) or next(iter(loader))  # a data set of one batch times that one again
-        inputs, count = to_channels_last(inputs.to(device)), len(labels)
-        decode, tick = (self.clock.now() - tick) / count, self.clock.now()
-        with torch.no_grad(), autocast(s.precision, device):
-            model(inputs)
-        forward, tick = decode + (self.clock.now() - tick) / count, self.clock.now()
-        model.train()
-        with autocast(s.precision, device):
-            loss = torch.nn.functional.cross_entropy(model(inputs).float(), torch.as_tensor(labels).to(device))
-        loss.backward()
-        step = decode + (self.clock.now() - tick) / count
-        model.zero_grad(set_to_none=True)
+        inputs, labels = next(iter(loader))
+        decode = (self.clock.now() - tick) / len(labels)
+        inputs, labels = to_channels_last(inputs.to(device)), torch.as_tensor(labels).to(device)
+        forward, step = [self._passes(model, inputs, labels) for _ in range(2)][-1]
+        return Speed(decode + forward / len(labels), decode + step / len(labels))
+
+    def _passes(self, model: GraftModel, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """Seconds of one inference pass and of one training step (forward and backward) over ``inputs``."""
+        precision = self.settings.precision
         model.eval()
-        return Speed(forward, step)
+        tick = self.clock.now()
+        with torch.no_grad(), autocast(precision, inputs.device):
+            model(inputs)
+        middle = self.clock.now()
+        model.train()
+        with autocast(precision, inputs.device):
+            loss = torch.nn.functional.cross_entropy(model(inputs).float(), labels)
+        loss.backward()
+        return middle - tick, self.clock.now() - middle
 
     def share(self, candidate: Candidate, model: GraftModel) -> float:
         """The largest share of the backbone's parameters any of the candidate's epoch-trained phases trains."""
@@ -303,6 +307,11 @@ class Search:
     # --- the search ---------------------------------------------------------------------------------------
     def run(self) -> None:
         ranked = self.rank()
+        if (reserve := self.reserve(ranked[0])) > self.clock.left():
+            warn(
+                f"auto: scoring the final model on the {self.test_size} test images alone needs ~{reserve:.0f}s, more than the "
+                f"{max(self.clock.left(), 0):.0f}s left: the budget will be overrun; give more --time"
+            )
         self.probe(Candidate(ranked[0], "features"), always=True)
         if len(ranked) > 1:
             self.probe(Candidate(ranked[1], "features"))
@@ -312,8 +321,6 @@ class Search:
 
     def rank(self) -> list[str]:
         """The backbones that load, best LogME first; each one's throughput measured. The first is always scored."""
-        from graft.transferability import logme  # numpy-only; kept beside its one use
-
         sample = stratified_sample(self.split.train, RANK_IMAGES, self.base.settings.seed)
         scores: dict[str, float] = {}
         last = 0.0
@@ -330,7 +337,7 @@ class Search:
                 continue
             model = GraftModel(source, len(self.split.classes), self.settings.head).to(self.device)
             prepare(model)
-            self.speeds[name], self.dims[name], self.blocks[name] = self.measure(name, model), source.num_features, len(source.blocks())
+            self.speeds[name], self.dims[name], self.blocks[name] = self.measure(model), source.num_features, len(source.blocks())
             for candidate in self.trained_candidates(name):
                 self.shares[(name, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
             features, labels = cached_features(
@@ -388,7 +395,8 @@ class Search:
             self.on_entry(self.entries)
             if not keep or epochs >= MAX_EPOCHS:
                 return
-            epochs, pool = min(2 * epochs, MAX_EPOCHS), [c for c, _ in keep]
+            # a lone survivor gets all the epochs that fit at once: retraining it rung by rung would repeat its early epochs
+            epochs, pool = MAX_EPOCHS if len(keep) == 1 else min(2 * epochs, MAX_EPOCHS), [c for c, _ in keep]
 
     def score(self, entry: Entry) -> float:
         """The selection figure: validation balanced accuracy where training classes are uneven, else accuracy."""
@@ -444,7 +452,10 @@ class Search:
         model = GraftModel(create_backbone(candidate.backbone), len(self.split.classes), config.settings.head)
         trainer = Trainer(config.settings, log=log, stop=lambda: self.clock.left() <= self.reserve(candidate.backbone))
         trained = trainer.fit(model, config.build_strategy(), self.split)
+        before = self.clock.now()
         logits, labels = logits_of(model, self.split.root, self.split.val, model.backbone.preprocessing, config.settings.precision)
+        speed = self.speeds[candidate.backbone]  # a whole pass over the validation images measures inference better than one batch
+        self.speeds[candidate.backbone] = replace(speed, forward=max((self.clock.now() - before) / max(len(labels), 1), 1e-6))
         scores = classification_report(labels.numpy(), logits.argmax(1).numpy(), self.split.classes)
         entry.val_accuracy, entry.val_balanced_accuracy = round(scores.accuracy, 6), round(scores.balanced_accuracy, 6)
         entry.val_accuracy_interval = [round(scores.accuracy_interval.low, 6), round(scores.accuracy_interval.high, 6)]
@@ -522,10 +533,13 @@ def auto(
         f"auto: the winner is {best.entry.name} (validation {best.score:.2%}); scoring it once on {len(split.test)} test images {search._status()}"
     )
     write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in best.trained.history))
-    run = finish_run(best.config, best.model, best.trained, split, out, report=False)
-    best.entry.test_accuracy, best.entry.test_accuracy_interval = run.result.test_accuracy, run.result.test_accuracy_interval
-    rows = write_leaderboard(out, search.entries)
-    after_run(out, report=report)
+
+    def record(run: Run) -> None:  # before the report, which shows the leaderboard
+        best.entry.test_accuracy, best.entry.test_accuracy_interval = run.result.test_accuracy, run.result.test_accuracy_interval
+        write_leaderboard(out, search.entries)
+
+    run = finish_run(best.config, best.model, best.trained, split, out, report=report, before_report=record)
+    rows = [e.to_dict() for e in search.entries]
     seconds = clock.elapsed()
     log(f"auto: done in {seconds:.0f}s of {clock.budget:.0f}s: {best.entry.name}, test accuracy {run.result.test_accuracy:.2%} -> {out}")
     if interrupted:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from sklearn.metrics import confusion_matrix
 
+from graft import distributed
 from graft.data.dataset import load_data
 from graft.data.images import is_image_file
 from graft.data.imageset import ImageSet
@@ -140,7 +141,8 @@ def score(
 ) -> Evaluation:
     """The :class:`Evaluation` of ``run`` on ``samples`` under ``root`` (labels in the run's class order)."""
     root = Path(root)
-    logits, labels = logits_of(run.model, root, samples, run.preprocessing, precision, tta)
+    # under torch.distributed every image once: each rank its unpadded share, gathered in order
+    logits, labels = distributed.gather_rows(*logits_of(run.model, root, distributed.shard(samples), run.preprocessing, precision, tta))
     predicted = logits.argmax(1).numpy()
     images = None
     if per_image:

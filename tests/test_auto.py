@@ -69,9 +69,11 @@ def test_the_budget_is_kept_on_a_simulated_clock(shapes: Path, tmp_path: Path) -
 
 
 def test_a_tiny_budget_still_returns_the_linear_probe(shapes: Path, tmp_path: Path) -> None:
-    result = graft.auto(shapes, "10s", backbones="smallcnn", out=tmp_path / "auto", now=ticking(), report=False)
+    result = graft.auto(shapes, "10s", backbones="smallcnn", out=tmp_path / "auto", now=ticking())
     assert result.run.config.strategy == "features"
     assert all(r["stopped"].startswith("not started") for r in rows(tmp_path / "auto")[1:])
+    assert "graft auto: candidates" in (tmp_path / "auto" / "report.html").read_text()  # the report shows the leaderboard
+    assert (tmp_path / "auto" / "leaderboard.csv").read_text().count("\n") == len(result.leaderboard) + 1
     run = graft.load(tmp_path / "auto")
     assert run.test_accuracy > 0.5
     assert len(run.predict(next(shapes.glob("ring/*.png")))) == 1

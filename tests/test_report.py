@@ -72,7 +72,7 @@ def test_tensorboard_events_hold_every_epoch(run: Path) -> None:
 def test_a_failing_report_only_warns(
     shapes_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(folder: Path) -> Path:
+    def broken(folder: Path, evaluation: object = None) -> Path:
         raise ValueError("plotting went wrong\nsecond line")
 
     monkeypatch.setattr(pages, "run_page", broken)

@@ -8,12 +8,16 @@ a one-line warning, never the finished run.
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graft.console import log, warn
 from graft.errors import GraftError
 from graft.report.metrics import COMPARISON, REPORT
 from graft.report.tensorboard import write_tensorboard
 from graft.rundir import is_run_dir
+
+if TYPE_CHECKING:  # the type alone: importing graft.evaluation here would load the inference stack for every report
+    from graft.evaluation import Evaluation
 
 __all__ = ["REPORT", "after_comparison", "after_experiment", "after_run", "tensorboard_events", "write_report", "write_tensorboard"]
 
@@ -34,13 +38,17 @@ def _parts(folder: Path) -> list[Path]:
     return parts
 
 
-def write_report(folder: Path) -> Path:
-    """Write ``folder/report.html`` (and the reports of the runs inside a comparison or experiment)."""
+def write_report(folder: Path, evaluation: "Evaluation | None" = None) -> Path:
+    """Write ``folder/report.html`` (and the reports of the runs inside a comparison or experiment).
+
+    ``evaluation``: a run's test figures with ``per_image``, where its caller has just made them (the end of
+    a fit); the page is then made without reading the test images a second time.
+    """
     from graft.report import pages  # plotly and jinja load only when a report is made
 
     folder = Path(folder)
     if is_run_dir(folder):
-        return pages.run_page(folder)
+        return pages.run_page(folder, evaluation)
     if is_comparison_dir(folder):
         for run in pages.comparison_runs(folder):
             pages.run_page(run)
@@ -72,12 +80,12 @@ def _safely(what: str, folder: Path, action: Callable[[Path], Path], retry: str)
         warn(f"could not write the {what} for {folder} ({type(exc).__name__}: {first}); retry with '{retry}'")
 
 
-def after_run(run_dir: Path, *, report: bool = True, tensorboard: bool = False) -> None:
-    """The end of ``fit``: TensorBoard events and the run's report, each only warned about if it fails."""
+def after_run(run_dir: Path, *, report: bool = True, tensorboard: bool = False, evaluation: "Evaluation | None" = None) -> None:
+    """The end of ``fit``: TensorBoard events and the run's report (from ``evaluation`` if given), each only warned about if it fails."""
     if tensorboard:
         _safely("TensorBoard events", run_dir, write_tensorboard, f"graft report {run_dir} --tensorboard")
     if report:
-        _safely("report", run_dir, write_report, f"graft report {run_dir}")
+        _safely("report", run_dir, lambda folder: write_report(folder, evaluation), f"graft report {run_dir}")
 
 
 def after_comparison(folder: Path, *, report: bool = True) -> None:

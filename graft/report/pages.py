@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 from graft.errors import GraftError
-from graft.evaluation import evaluate_test_split
+from graft.evaluation import Evaluation, evaluate_test_split
 from graft.report import charts
 from graft.report.metrics import COMPARISON, REPORT, read_comparison, read_leaderboard, read_metrics, read_result
 from graft.report.page import Section, render, thumbnail
@@ -63,10 +63,12 @@ def _settings_section(config: dict[str, Any]) -> Section:
     return Section("Settings", "settings", note="From config.json: what it takes to train this run again.", cards=cards)
 
 
-def _test_sections(run_dir: Path) -> list[Section]:
-    """Confusion matrix, per-class precision/recall and the confident mistakes, on the run's test split."""
+def _test_sections(run_dir: Path, evaluation: Evaluation | None = None) -> list[Section]:
+    """Confusion matrix, per-class precision/recall and the confident mistakes, on the run's test split (``evaluation``, or a new pass)."""
     try:
-        evaluation = evaluate_test_split(run_dir, per_image=True)
+        evaluation = (
+            evaluation if evaluation is not None and evaluation.per_image is not None else evaluate_test_split(run_dir, per_image=True)
+        )
     except GraftError as exc:
         note = f"The test images could not be read again ({exc}); the confusion matrix and the gallery need them."
         return [Section("Test split", "test", note=note)]
@@ -139,7 +141,7 @@ def _leaderboard_section(run_dir: Path) -> list[Section]:
     ]
 
 
-def run_page(run_dir: Path) -> Path:
+def run_page(run_dir: Path, evaluation: Evaluation | None = None) -> Path:
     """The page of one run: headline figures, learning curves, test-split analysis, settings."""
     run_dir = Path(run_dir)
     config, result, records = read_config(run_dir), read_result(run_dir), read_metrics(run_dir)
@@ -152,7 +154,7 @@ def run_page(run_dir: Path) -> Path:
         note="Loss and accuracy per epoch on the training and validation images; the saved model is the epoch (or moving average of the weights) that scores best on the validation accuracy (balanced accuracy where the classes are uneven).",
         chart=charts.learning_curves(records) if records else None,
     )
-    sections = [curves, *_leaderboard_section(run_dir), *_test_sections(run_dir), _settings_section(config)]
+    sections = [curves, *_leaderboard_section(run_dir), *_test_sections(run_dir, evaluation), _settings_section(config)]
     subtitle = f"{backbone} backbone · {strategy} strategy · {len(config['classes'])} classes of {fit.get('data', '?')}"
     return render(
         run_dir / REPORT, kind="graft run", title=run_dir.name, subtitle=subtitle, kpis=_kpis(result), sections=sections, folder=run_dir
