@@ -27,12 +27,15 @@ a quiet machine for figures to quote). The measurements:
 5. ``memory/extract_*``: peak resident memory of a process that fills the feature cache for 10,000 and
    for 70,000 Fashion-MNIST images with lite0 at 32x32 input (1,280 features an image, 358 MB for 70,000
    if they were held: the pipeline's memory is measured, at a speed that fits a benchmark run).
+6. ``files/*``, ``train_epoch/*``, ``decode_memory/*``: end to end from image files at their own size, a
+   fine-tuning epoch against a plain fp32 loop, the decode store's memory (benchmarks/speed.py).
+
+``--only files,train_epoch`` runs those sections alone; rows of sections not run are kept in results.json.
 """
 
 import argparse
 import io
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -44,6 +47,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import speed  # benchmarks/speed.py, beside this script
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -358,7 +362,9 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--memory", default="10000,70000", help="image counts of the memory check")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the results go (a run on other hardware: elsewhere)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory")
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory,...")
+    parser.add_argument("--only", default="", help="comma-separated parts to run, the others left out (their rows kept)")
+    speed.add_arguments(parser)
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     names = args.backbones.split(",")
@@ -370,12 +376,14 @@ def main() -> None:
         "end_to_end": lambda: end_to_end(results, names[0], 25, args.seconds),
         "finetune": lambda: finetune(results, args.finetune_per_class, args.finetune_epochs),
         "memory": lambda: memory(results, [int(n) for n in args.memory.split(",")]),
+        **speed.sections(results, args),
     }
+    only = set(args.only.split(",")) - {""}
     for part, run in parts.items():
-        if part not in skip:
+        if part not in skip and (not only or part in only):
             console.print(f"[bold]{part}[/]")
             run()
-            args.output.write_text(json.dumps(results.rows, indent=1) + "\n")  # what is measured survives a later failure
+            speed.merge(args.output, results.rows)  # what is measured survives a later failure; other rows are kept
     Console().print(results.table())
 
 

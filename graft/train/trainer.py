@@ -35,6 +35,7 @@ from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
+from graft.train.optim import adamw
 from graft.train.settings import TrainSettings
 from graft.train.solver import class_weights, copy_into, fit_linear_head
 
@@ -264,7 +265,7 @@ class Trainer:
         if phase.solve and module is model.head and isinstance(model.head, nn.Linear):
             self._solve_head(model, phase, train.dataset, val.dataset, strategy, progress, start)  # type: ignore[arg-type]
             return
-        optimizer = torch.optim.AdamW(phase.groups, weight_decay=s.weight_decay)
+        optimizer = adamw(phase.groups, s.weight_decay)  # fused where torch has the kernel (graft.train.optim)
         # OneCycleLR divides by its warm-up length, which rounds to zero under 20 steps: a phase that
         # short simply stops part-way down the annealing curve.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
