@@ -17,3 +17,17 @@ def adamw(groups: list[dict], weight_decay: float) -> torch.optim.AdamW:
         p.is_floating_point() and p.device.type in _get_fused_kernels_supported_devices() and p.device == params[0].device for p in params
     )
     return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=fused or None)
+
+
+def load_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, each state tensor then laid out as its parameter is.
+
+    A checkpoint stores values, not strides, so moments saved from channels-last weights come back
+    contiguous; the fused kernel walks a parameter, its gradient and its moments as flat memory and needs
+    them in one layout, or a resumed run would pair the wrong elements.
+    """
+    optimizer.load_state_dict(state)
+    for param, values in optimizer.state.items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                values[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)

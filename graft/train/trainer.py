@@ -35,7 +35,7 @@ from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
-from graft.train.optim import adamw
+from graft.train.optim import adamw, load_state
 from graft.train.settings import TrainSettings
 from graft.train.solver import class_weights, copy_into, fit_linear_head
 
@@ -274,7 +274,7 @@ class Trainer:
         scaler = grad_scaler(s.precision, module_device(module))  # one a phase: its loss scale adapts over many steps
         if resume is not None:
             try:
-                optimizer.load_state_dict(resume["optimizer"])  # its state goes to each parameter's device
+                load_state(optimizer, resume["optimizer"])  # its state goes to each parameter's device and layout
                 scheduler.load_state_dict(resume["scheduler"])
                 if resume.get("scaler"):  # {} from a run without loss scaling (the CPU, bf16, fp32)
                     scaler.load_state_dict(resume["scaler"])
