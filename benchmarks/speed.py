@@ -11,7 +11,8 @@ temporary folder (Fashion-MNIST's 28x28 images are too small to show what decodi
    every file, from a cold cache: eager fp32 timm as a user writes it (PIL decode, timm's
    ``create_transform`` from ``resolve_data_config``, the model under ``inference_mode``, batch 32)
    against :func:`graft.features.cached_features` (file hash, decode, resize, network, cache write); the
-   features' cosine similarity; where graft's time goes (hashing, decoding, the network alone).
+   features' cosine similarity; the same with decoding in one DataLoader worker process (``--workers 1``),
+   overlapping the network; where graft's time goes (hashing, decoding, the network alone).
 2. ``train_epoch/lite0_STRATEGY/*`` (``finetune --unfreeze 2`` and ``full``, ImageNet weights, ``strong``
    augmentation): seconds per epoch of graft's trainer against a plain fp32 loop (PIL decode +
    torchvision transforms every epoch, the same trainable layers, AdamW and OneCycleLR); test accuracy of
@@ -109,9 +110,13 @@ def files(results: Rows, names: list[str], count: int) -> None:
             os.environ["GRAFT_HOME"] = str(Path(folder) / f"home-{name}")  # a cold feature cache
             with timed(seconds, "graft"):
                 ours, _ = cached_features(backbone, root, samples, batch_size=BATCH)
+            os.environ["GRAFT_HOME"] = str(Path(folder) / f"home-{name}-worker")  # cold again: decoding in a worker process
+            with timed(seconds, "worker"):
+                cached_features(backbone, root, samples, batch_size=BATCH, workers=1)
             cosine = torch.nn.functional.cosine_similarity(eager.float(), ours.float())
             results.add(f"files/{name}/eager_timm_fp32", count / seconds["eager"], "images/s")
             results.add(f"files/{name}/graft_cached_features_vs_eager_fp32", count / seconds["graft"], "images/s", count / seconds["eager"])
+            results.add(f"files/{name}/graft_workers_1_vs_eager_fp32", count / seconds["worker"], "images/s", count / seconds["eager"])
             results.add(f"files/{name}/feature_cosine_min", cosine.min().item(), "cosine")
             results.add(f"files/{name}/feature_cosine_mean", cosine.mean().item(), "cosine")
             # Where graft's time goes: each part alone, over the same files.
