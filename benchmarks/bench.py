@@ -30,12 +30,15 @@ a quiet machine for figures to quote). The measurements:
 6. ``distributed/*``: one process with 2 threads against 2 processes with 1 thread each (torch.distributed,
    gloo): feature extraction of 300 images and a fine-tuning epoch with lite0 (see ``benchmarks/distributed.py``,
    which also writes them alone to ``benchmarks/distributed.json``).
+7. ``files/*``, ``train_epoch/*``, ``decode_memory/*``: end to end from image files at their own size, a
+   fine-tuning epoch against a plain fp32 loop, the decode store's memory (benchmarks/speed.py).
+
+``--only files,train_epoch`` runs those sections alone; rows of sections not run are kept in results.json.
 """
 
 import argparse
 import io
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -47,6 +50,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import speed  # benchmarks/speed.py, beside this script
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -368,10 +372,9 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--memory", default="10000,70000", help="image counts of the memory check")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the results go (a run on other hardware: elsewhere)")
-    parser.add_argument(
-        "--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory,distributed"
-    )
-    parser.add_argument("--only", default="", help="comma-separated parts to run alone; the output's other rows are kept")
+    parser.add_argument("--skip", default="", help="comma-separated parts to leave out: features,agreement,end_to_end,finetune,memory,...")
+    parser.add_argument("--only", default="", help="comma-separated parts to run, the others left out (their rows kept)")
+    speed.add_arguments(parser)
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     names = args.backbones.split(",")
@@ -384,16 +387,14 @@ def main() -> None:
         "finetune": lambda: finetune(results, args.finetune_per_class, args.finetune_epochs),
         "memory": lambda: memory(results, [int(n) for n in args.memory.split(",")]),
         "distributed": lambda: distributed(results),
+        **speed.sections(results, args),
     }
-    only = set(filter(None, args.only.split(",")))
-    kept = json.loads(args.output.read_text()) if only and args.output.exists() else []
+    only = set(args.only.split(",")) - {""}
     for part, run in parts.items():
         if part not in skip and (not only or part in only):
             console.print(f"[bold]{part}[/]")
             run()
-            new = {row["name"] for row in results.rows}
-            rows = [row for row in kept if row["name"] not in new] + results.rows
-            args.output.write_text(json.dumps(rows, indent=1) + "\n")  # what is measured survives a later failure
+            speed.merge(args.output, results.rows)  # what is measured survives a later failure; other rows are kept
     Console().print(results.table())
 
 

@@ -33,10 +33,18 @@ def test_stored_images_give_the_batches_files_give(tmp_path: Path, augment: str)
     assert all(t.dtype == torch.uint8 for t in store.tensors.values())
     from_files = batches(images.root, images.samples, augment, None)
     assert all(torch.equal(a, b) for a, b in zip(from_store, from_files, strict=True))
-    # Same pipeline as the one-piece transform the rest of graft (prediction, export's spec) uses.
-    relative, _ = images.samples[0]
-    whole = build_transform(PRE, augment)(load_image(images.root / relative, 3, side=28))
-    assert whole.shape == (3, 24, 24) and whole.dtype == torch.float32
+    # The same images and random draws as the one-piece transform, applied one image at a time in order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # decoding and normalising in threads, augmenting in order between them
+    try:
+        torch.manual_seed(5)
+        loader = make_loader(images.root, images.samples, PRE, batch_size=8, augment=augment, store=store)
+        split_up = torch.cat([x for x, _ in loader])
+    finally:
+        torch.set_num_threads(threads)
+    torch.manual_seed(5)
+    whole = build_transform(PRE, augment)
+    assert torch.equal(split_up, torch.stack([whole(load_image(images.root / path, 3, side=27)) for path, _ in images.samples]))
 
 
 def test_the_store_stays_within_its_bound_and_the_rest_decodes_from_files(tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -9,21 +9,23 @@ from torch.utils.data import DataLoader, Dataset
 from graft import distributed
 from graft.data.decoded import DecodedImages, form, threaded_map
 from graft.data.images import load_image
-from graft.data.transforms import Preprocessing, decode_transform, resize_side, tensor_transform
+from graft.data.transforms import Preprocessing, decode_transform, normalize_transform, random_transform, resize_side
 
 
 class ImageDataset(Dataset):
     """``(path, label)`` samples: decoded (or taken from ``store``, :mod:`graft.data.decoded`), then augmented.
 
-    A batch decodes its images in threads (:func:`graft.data.decoded.threaded_map`) and augments them in
-    order in the calling thread, so the random draws are the same whatever the threads do.
+    A batch decodes and normalises its images in threads (:func:`graft.data.decoded.threaded_map`) and
+    augments them in order in the calling thread between the two, so the random draws (from the global
+    generators) are the same whatever the threads do.
     """
 
     def __init__(
         self, root: Path, samples: Sequence[tuple[str, int]], pre: Preprocessing, augment: str = "none", store: DecodedImages | None = None
     ):
         self.root, self.samples, self.channels, self.side, self.store = Path(root), list(samples), pre.channels, resize_side(pre), store
-        self.form, self.decoder, self.augment = form(augment), decode_transform(pre, augment), tensor_transform(pre, augment)
+        self.form, self.decoder, self.random = form(augment), decode_transform(pre, augment), random_transform(pre, augment)
+        self.normalize = normalize_transform(pre)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -44,8 +46,10 @@ class ImageDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
         """A batch's samples: DataLoader calls this once a batch when it is defined."""
-        pixels = threaded_map(self.pixels, [self.samples[i][0] for i in indices])
-        return [(self.augment(image), self.samples[i][1]) for image, i in zip(pixels, indices, strict=True)]
+        images = threaded_map(self.pixels, [self.samples[i][0] for i in indices])
+        if self.random is not None:
+            images = [self.random(image) for image in images]
+        return list(zip(threaded_map(self.normalize, images), (self.samples[i][1] for i in indices), strict=True))
 
 
 def make_loader(

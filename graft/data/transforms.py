@@ -85,29 +85,31 @@ def decode_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
     )
 
 
-def tensor_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
-    """The second half of :func:`build_transform`: uint8 tensor -> augmented, normalised float tensor.
-
-    The random changes run on uint8 tensors (as they always have in graft: the PIL image is a tensor
-    before any of them), then the scaling to [0, 1] and the normalisation.
-    """
+def random_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose | None:
+    """The random changes of ``augment``, on uint8 tensors (as they always have run in graft: the PIL image
+    becomes a tensor before any of them); None for ``none``."""
     _check_augment(augment)
     _, height, width = pre.input_size
     interpolation = InterpolationMode(pre.interpolation)
-    random: list[Any] = []
     if augment == "strong":
-        random = [
-            v2.RandomResizedCrop((height, width), scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(0.3, 0.3, 0.3),
-        ]
-    elif augment == "light":
-        random = [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))]
-    elif augment.startswith("trivial"):
-        random = [v2.TrivialAugmentWide(interpolation=interpolation)]
-        if augment == "trivial-flip":
-            random.append(v2.RandomHorizontalFlip())
-    return v2.Compose([*random, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(pre.mean), std=list(pre.std))])
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop((height, width), scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(0.3, 0.3, 0.3),
+            ]
+        )
+    if augment == "light":
+        return v2.Compose([v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))])
+    if augment.startswith("trivial"):
+        flip = [v2.RandomHorizontalFlip()] if augment == "trivial-flip" else []
+        return v2.Compose([v2.TrivialAugmentWide(interpolation=interpolation), *flip])
+    return None
+
+
+def normalize_transform(pre: Preprocessing) -> v2.Compose:
+    """uint8 tensor -> float tensor scaled to [0, 1] and normalised: the last step, after augmentation."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(pre.mean), std=list(pre.std))])
 
 
 def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
@@ -118,10 +120,12 @@ def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
     ``trivial`` is TrivialAugment (Müller & Hutter 2021, torchvision's ``TrivialAugmentWide``): one
     random operation of random strength per image, with no setting to tune; it never mirrors, so it suits
     characters and digits, whose mirror image is another symbol or none. ``trivial-flip`` adds horizontal
-    flips, for photos. It is :func:`decode_transform` then :func:`tensor_transform`, the split that lets
-    images be decoded once.
+    flips, for photos. It is :func:`decode_transform`, :func:`random_transform` and :func:`normalize_transform`
+    in turn: the split that lets images be decoded once (:mod:`graft.data.decoded`) and all but the random
+    draws run in threads.
     """
-    return v2.Compose([*decode_transform(pre, augment).transforms, *tensor_transform(pre, augment).transforms])
+    parts = (decode_transform(pre, augment), random_transform(pre, augment), normalize_transform(pre))
+    return v2.Compose([t for part in parts if part is not None for t in part.transforms])
 
 
 def _check_augment(augment: str) -> None:

@@ -35,6 +35,7 @@ from graft.model import GraftModel
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
+from graft.train.optim import adamw, load_state
 from graft.train.recipe import Score, WeightAverage, ema_decay, resize_input, score, selection_metric
 from graft.train.settings import TrainSettings
 from graft.train.solver import class_weights, copy_into, fit_linear_head
@@ -296,7 +297,7 @@ class Trainer:
             self._solve_head(model, phase, train.dataset, val.dataset, strategy, progress, start)  # type: ignore[arg-type]
             return
         stepped = distributed.wrap(module)  # DDP under torch.distributed: gradients averaged over the ranks
-        optimizer = torch.optim.AdamW(phase.groups, weight_decay=s.weight_decay)
+        optimizer = adamw(phase.groups, s.weight_decay)  # fused where torch has the kernel (graft.train.optim)
         # OneCycleLR divides by its warm-up length, which rounds to zero under 20 steps: a phase that
         # short simply stops part-way down the annealing curve.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -309,7 +310,7 @@ class Trainer:
             optimizer.register_step_post_hook(lambda *_: averaged.update_parameters(module))
         if resume is not None:
             try:
-                optimizer.load_state_dict(resume["optimizer"])  # its state goes to each parameter's device
+                load_state(optimizer, resume["optimizer"])  # its state goes to each parameter's device and layout
                 scheduler.load_state_dict(resume["scheduler"])
                 if resume.get("scaler"):  # {} from a run without loss scaling (the CPU, bf16, fp32)
                     scaler.load_state_dict(resume["scaler"])
