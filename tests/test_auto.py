@@ -86,9 +86,9 @@ def test_the_test_part_is_read_only_after_the_winner_is_chosen(shapes: Path, tmp
     chosen = {"yes": False}
     load_image, finish_run = graft.data.loader.load_image, auto_module.finish_run
 
-    def spy_load(path: Path, channels: int):  # type: ignore[no-untyped-def]
+    def spy_load(path: Path, *args):  # type: ignore[no-untyped-def]
         reads.append((str(Path(path).relative_to(shapes)), chosen["yes"]))
-        return load_image(path, channels)
+        return load_image(path, *args)
 
     def spy_finish(*args, **kwargs):  # type: ignore[no-untyped-def]
         chosen["yes"] = True

@@ -69,7 +69,7 @@ def test_a_flip_run_remembers_it_and_predicts_and_evaluates_with_it(shapes: Path
     with torch.no_grad():
         expected = ((model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2)[0]
     top = {p["label"]: p["probability"] for p in run.predict(image, top_k=3)[0].top}
-    assert [top[c] for c in run.classes] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert [top[c] for c in run.classes] == pytest.approx(expected.tolist(), abs=1e-3)
     none = {p["label"]: p["probability"] for p in run.predict(image, top_k=3, tta="none")[0].top}
     assert [none[c] for c in run.classes] == pytest.approx(model(x).softmax(1)[0].tolist(), abs=1e-4)
 
