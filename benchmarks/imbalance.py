@@ -9,8 +9,13 @@ weighs the classes here: 100 to 10) and once with ``"none"``, on that same split
 comes with its 95% interval (stratified bootstrap), and the rare class's recall is reported beside it.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/imbalance.py [--strategies features,finetune] [--weights auto,none]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/imbalance.py --paired
 
 Rows are merged into the output by (strategy, class_weight), so strategies can run as separate invocations.
+``--paired`` instead compares the two ``features`` heads on the same test images: both solved on the
+cached features of the split (graft's feature cache, what ``features`` trains on), and the difference of
+their balanced accuracies bootstrapped with the same resample of each class's test images for both, so
+the interval is that of the difference itself, not two overlapping ones.
 """
 
 import argparse
@@ -26,9 +31,13 @@ import numpy as np
 import torch
 
 import graft
+from graft.backbones import DEFAULT_BACKBONE
 from graft.data.dataset import load_data
 from graft.data.split import Split, make_split, subsample
-from graft.metrics import balanced_accuracy_interval
+from graft.features import cached_features
+from graft.metrics import CONFIDENCE, RESAMPLES, balanced_accuracy_interval
+from graft.sources import create_backbone
+from graft.train.solver import fit_linear_head
 
 DATA, CLASSES, RARE = "fashion", "5-9", "7"
 SIZES = {"train": (100, 10), "val": (200, 20), "test": (1000, 100)}  # per part: (images of each common class, of the rare one)
@@ -79,6 +88,32 @@ def run(strategy: str, weight: str, split: Split, folder: Path) -> dict[str, Any
     return row
 
 
+def paired(split: Split, seed: int = 0) -> dict[str, Any]:
+    """Balanced accuracy of the class-weighted and the unweighted solved head on the same test images, and their difference's interval."""
+    backbone = create_backbone(DEFAULT_BACKBONE)
+    (x, y), (val_x, val_y), (test_x, test_y) = (
+        cached_features(backbone, Path(split.root), getattr(split, p)) for p in ("train", "val", "test")
+    )
+    right = {}
+    for weight in ("balanced", None):
+        head = fit_linear_head(x, y, val_x, val_y, len(split.classes), class_weight=weight)
+        right[weight or "none"] = ((test_x @ head.weight.T + head.bias).argmax(1) == test_y).numpy()
+    labels = test_y.numpy()
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    rng = np.random.default_rng(seed)
+
+    def balanced(correct: np.ndarray, draw: list[np.ndarray]) -> float:
+        return float(np.mean([correct[index].mean() for index in draw]))
+
+    draws = [[rng.choice(m, len(m)) for m in members] for _ in range(RESAMPLES)]
+    gains = np.array([balanced(right["balanced"], d) - balanced(right["none"], d) for d in draws])
+    tail = (1 - CONFIDENCE) / 2
+    low, high = np.quantile(gains, [tail, 1 - tail])
+    figures = {k: balanced(v, members) for k, v in right.items()}
+    print(f"   paired: weighted {figures['balanced']:.4f}, unweighted {figures['none']:.4f}, gain 95% [{low:.4f}, {high:.4f}]")
+    return {"balanced_accuracy": figures, "gain": figures["balanced"] - figures["none"], "gain_interval": [float(low), float(high)]}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| strategy | class_weight | balanced accuracy (95%) | accuracy (95%) | rare class recall | macro F1 | train s |",
@@ -97,10 +132,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default="features,finetune")
     parser.add_argument("--weights", default="auto,none")
+    parser.add_argument("--paired", action="store_true", help="the paired difference of the two features heads instead")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_suffix(".json"))
     args = parser.parse_args()
-    old = json.loads(args.output.read_text())["rows"] if args.output.is_file() else []
+    saved = json.loads(args.output.read_text()) if args.output.is_file() else {}
     split = imbalanced_split()
+    if args.paired:
+        args.output.write_text(json.dumps({**saved, "paired_features": paired(split)}, indent=1) + "\n")
+        return
+    old = saved.get("rows", [])
     sizes = {part: len(getattr(split, part)) for part in SIZES}
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="graft-imbalance-") as folder:

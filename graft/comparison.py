@@ -98,9 +98,9 @@ def compare(
     """Fit each strategy on the same seeded split; write ``comparison.json``/``.csv`` and one run per strategy.
 
     The rows come best first: by balanced accuracy where the test part's classes are uneven, by accuracy
-    otherwise (:func:`graft.results.ranked`), and a line says which. ``options`` are :func:`graft.fit`'s (``classes``, ``backbone``, ``epochs``, ``unfreeze``...), the same
-    for every strategy. ``report`` and ``tensorboard`` are passed on to each fit; ``report`` also writes
-    the comparison's page.
+    otherwise (:func:`graft.results.ranked`), and a line says which. ``options`` are :func:`graft.fit`'s
+    (``classes``, ``backbone``, ``epochs``, ``unfreeze``...), the same for every strategy. ``report`` and
+    ``tensorboard`` are passed on to each fit; ``report`` also writes the comparison's page.
     """
     runs = configs(data, list(dict.fromkeys(strategies)), options)
     first = runs[0]

@@ -52,7 +52,7 @@ def ranked(results: list[RunResult]) -> tuple[list[RunResult], str]:
     """
     uneven = any(r.uneven_classes for r in results)
     metric = "balanced accuracy (the classes are uneven)" if uneven else "test accuracy"
-    return sorted(results, key=lambda r: r.balanced_accuracy if uneven else r.test_accuracy, reverse=True), metric
+    return sorted(results, key=lambda r: r.headline, reverse=True), metric
 
 
 # The columns of every table of results (CLI, comparison.csv, report), in this order.
