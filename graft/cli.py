@@ -360,7 +360,9 @@ def auto(
     classes: Classes = None,
     backbones: Annotated[
         str | None,
-        typer.Option(help="comma-separated candidates (timm names, smallcnn, graft run directories); default: the offline EfficientNet-Lite0/1/2"),
+        typer.Option(
+            help="comma-separated candidates (timm names, smallcnn, graft run directories); default: the offline EfficientNet-Lite0/1/2"
+        ),
     ] = None,
     per_class: PerClass = None,
     out: Out = None,
