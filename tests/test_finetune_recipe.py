@@ -94,7 +94,7 @@ def test_ema_is_a_bool_or_a_decay_below_one() -> None:
 
 
 def test_trivial_augment_changes_images_and_only_trivial_flip_mirrors() -> None:
-    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
+    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3, interpolation="bicubic")  # lite0's
     image = Image.new("RGB", (32, 32))
     image.paste((255, 255, 255), (4, 4, 14, 28))  # a bar on the left: its mirror image is another picture
     plain = build_transform(pre)(image)

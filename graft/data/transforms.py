@@ -73,8 +73,9 @@ def build_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose:
         ]
         if augment == "light":
             geometry.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))
-        if augment.startswith("trivial"):
-            geometry.append(v2.TrivialAugmentWide(interpolation=interpolation))
+        if augment.startswith("trivial"):  # its affine operations on tensors take nearest or bilinear only
+            warp = InterpolationMode.NEAREST if interpolation == InterpolationMode.NEAREST else InterpolationMode.BILINEAR
+            geometry.append(v2.TrivialAugmentWide(interpolation=warp))
         if augment == "trivial-flip":
             geometry.append(v2.RandomHorizontalFlip())
     return v2.Compose(
