@@ -48,6 +48,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "no-ema": ("finetune", {**NEW, "ema": False}, False),
     "select-loss": ("finetune", NEW, True),
     "trivial": ("finetune", {**NEW, "augment": "trivial"}, False),
+    "trivial-flip": ("finetune", {**NEW, "augment": "trivial-flip"}, False),
     "light": ("finetune", {**NEW, "augment": "light"}, False),
     "size-224": ("finetune", {**NEW, "image_size": 224}, False),
     "size-128": ("finetune", {**NEW, "image_size": 128}, False),

@@ -92,7 +92,7 @@ ClassWeight = Annotated[
 Ema = Annotated[
     str | None,
     typer.Option(
-        help="on (the default: a moving average of the weights, kept where it scores better on validation), off, or its decay (e.g. 0.99)"
+        help="off (the default), on (a moving average of the weights, kept where it scores better on validation), or its decay (e.g. 0.99)"
     ),
 ]
 FitTta = Annotated[

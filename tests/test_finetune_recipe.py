@@ -15,7 +15,7 @@ from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
 from graft.data.split import make_split
 from graft.data.transforms import Preprocessing, build_transform
-from graft.errors import GraftError
+from graft.errors import GraftError, Interrupted
 from graft.inference import forward_all
 from graft.model import GraftModel
 from graft.strategies import get_strategy
@@ -24,6 +24,7 @@ from graft.train.settings import TrainSettings
 from graft.train.trainer import Trainer, seed_everything
 from tests.test_cli import assert_user_error
 from tests.test_cli import graft as cli
+from tests.test_resume import assert_same_run, crash_after, metrics
 
 
 def test_the_metric_decides_and_the_loss_breaks_ties() -> None:
@@ -94,7 +95,7 @@ def test_ema_is_a_bool_or_a_decay_below_one() -> None:
 
 
 def test_trivial_augment_changes_images_and_only_trivial_flip_mirrors() -> None:
-    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
+    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3, interpolation="bicubic")  # lite0's
     image = Image.new("RGB", (32, 32))
     image.paste((255, 255, 255), (4, 4, 14, 28))  # a bar on the left: its mirror image is another picture
     plain = build_transform(pre)(image)
@@ -129,3 +130,16 @@ def test_layer_decay_slows_each_earlier_block_and_leaves_no_parameter_out(strate
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
     with pytest.raises(GraftError, match="--layer-decay 1.5"):
         TrainSettings(layer_decay=1.5).validate()
+
+
+def test_a_resumed_run_continues_the_same_weight_average(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The average is in the checkpoint: after a crash its validation figures and the weights kept are the uninterrupted run's."""
+    settings = TrainSettings(epochs=3, batch_size=16, patience=5, ema=0.9, augment="trivial")
+    graft.fit(str(shapes), strategy="full", settings=settings, out=tmp_path / "reference", report=False)
+    with monkeypatch.context() as patch:
+        crash_after(patch, 3)
+        with pytest.raises(Interrupted):
+            graft.fit(str(shapes), strategy="full", settings=settings, out=tmp_path / "run", report=False)
+    graft.resume(tmp_path / "run")
+    assert all("ema_val_loss" in record for record in metrics(tmp_path / "run"))
+    assert_same_run(tmp_path / "run", tmp_path / "reference")

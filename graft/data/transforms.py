@@ -101,9 +101,10 @@ def random_transform(pre: Preprocessing, augment: str = "none") -> v2.Compose | 
         )
     if augment == "light":
         return v2.Compose([v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))])
-    if augment.startswith("trivial"):
+    if augment.startswith("trivial"):  # its affine operations on tensors take nearest or bilinear only
+        warp = InterpolationMode.NEAREST if interpolation == InterpolationMode.NEAREST else InterpolationMode.BILINEAR
         flip = [v2.RandomHorizontalFlip()] if augment == "trivial-flip" else []
-        return v2.Compose([v2.TrivialAugmentWide(interpolation=interpolation), *flip])
+        return v2.Compose([v2.TrivialAugmentWide(interpolation=warp), *flip])
     return None
 
 

@@ -6,9 +6,10 @@ keeps the weights that score best on the metric a user reads, balanced accuracy 
 classes are uneven (:func:`graft.metrics.is_imbalanced`) and accuracy otherwise, the validation loss
 breaking ties, and stops once ``patience`` epochs have not beaten it.
 
-Beside the weights, an exponential moving average of them (Polyak averaging, timm's ``--model-ema``) is
-evaluated every epoch and kept when it scores better: on short, noisy runs it smooths the last steps'
-jitter. Its decay warms up as timm's ``ModelEmaV3`` does, so a run of a few dozen steps still averages
+With ``ema`` on, an exponential moving average of the weights (Polyak averaging, timm's ``--model-ema``) is
+also evaluated every epoch and kept when it scores better; it is off by default because under OneCycle,
+which anneals the learning rate to almost nothing, the last epochs are already smooth and the average,
+lagging behind them, was never the better model in the ablation (docs/results.md). Its decay warms up as timm's ``ModelEmaV3`` does, so a run of a few dozen steps still averages
 over a few epochs instead of staying at its first weights.
 """
 
@@ -55,7 +56,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor, loss: float, metric: str) 
 
 
 def ema_decay(setting: bool | float) -> float | None:
-    """The EMA's decay cap from the ``ema`` setting: ``True`` the default, a number that decay, ``False`` none."""
+    """The EMA's decay cap from the ``ema`` setting: ``True`` :data:`EMA_DECAY`, a number that decay, ``False`` none."""
     if setting is False:
         return None
     return EMA_DECAY if setting is True else float(setting)

@@ -30,7 +30,9 @@ class TrainSettings:
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
     label_smoothing: float = 0.0
     image_size: int | None = None  # square input side in pixels; None: the backbone's own (224 for lite0)
-    ema: bool | float = True  # also evaluate an exponential moving average of the weights; True: decay 0.999, warmed up
+    # also evaluate a moving average of the weights (True: decay 0.999, warmed up), kept where it scores better; off by
+    # default: under OneCycle's annealing it was never better than the best epoch (docs/results.md, the fine-tuning recipe)
+    ema: bool | float = False
     precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
     class_weight: str = "auto"  # auto: balanced where the training classes are uneven (largest/smallest >= 1.5) | balanced | none
