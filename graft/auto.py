@@ -403,11 +403,10 @@ class Search:
         value = entry.val_balanced_accuracy if self.balanced else entry.val_accuracy
         return -1.0 if value is None else value
 
-    def _skip(self, candidate: Candidate, epochs: int) -> None:
-        reserve = self.reserve(candidate.backbone)
-        estimate = self.estimate(candidate, epochs)
-        left = self.clock.left()
-        entry = Entry(
+    def _entry(self, candidate: Candidate, epochs: int) -> Entry:
+        """A leaderboard entry for ``candidate`` at ``epochs``: the estimate, time left and reserve it is judged on now."""
+        reserve, estimate, left = self.reserve(candidate.backbone), self.estimate(candidate, epochs), self.clock.left()
+        return Entry(
             candidate.name,
             candidate.backbone,
             candidate.strategy,
@@ -417,24 +416,19 @@ class Search:
             round(left, 1),
             round(reserve, 1),
         )
-        entry.stopped = f"not started: out of time (needs ~{estimate:.0f}s, {max(left - reserve, 0):.0f}s to spare)"
+
+    def _skip(self, candidate: Candidate, epochs: int) -> None:
+        entry = self._entry(candidate, epochs)
+        estimate, spare = entry.estimated_seconds, max(entry.left_at_start - entry.reserve, 0)
+        entry.stopped = f"not started: out of time (needs ~{estimate:.0f}s, {spare:.0f}s to spare)"
         log(f"auto: skipping {candidate.name} at {epochs} epochs: needs ~{estimate:.0f}s {self._status()}")
         self.entries.append(entry)
         self.on_entry(self.entries)
 
     def train(self, candidate: Candidate, epochs: int) -> Entry:
         """Train one candidate on the search's split, score it on the validation part, keep it if it is the best."""
-        reserve, estimate, left = self.reserve(candidate.backbone), self.estimate(candidate, epochs), self.clock.left()
-        entry = Entry(
-            candidate.name,
-            candidate.backbone,
-            candidate.strategy,
-            dict(candidate.options),
-            epochs,
-            round(estimate, 1),
-            round(left, 1),
-            round(reserve, 1),
-        )
+        entry = self._entry(candidate, epochs)
+        estimate = entry.estimated_seconds
         self.entries.append(entry)
         self.on_entry(self.entries)
         log(f"auto: training {candidate.name}, {epochs} epoch(s), ~{estimate:.0f}s {self._status()}")
