@@ -53,13 +53,14 @@ from graft.errors import GraftError, Interrupted
 from graft.evaluation import logits_of
 from graft.features import cached_features
 from graft.inference import autocast, prepare, to_channels_last
-from graft.metrics import classification_report, is_imbalanced
+from graft.metrics import classification_report
 from graft.model import GraftModel
 from graft.outdir import prepare_out
 from graft.report.metrics import LEADERBOARD
 from graft.rundir import METRICS
 from graft.sources import create_backbone
 from graft.strategies import get_strategy
+from graft.train.recipe import selection_metric
 from graft.train.trainer import Trainer, TrainResult, seed_everything
 from graft.transferability import logme
 
@@ -230,8 +231,7 @@ class Search:
         self.device = resolve_device(self.settings.device)
         self.calibration = 1.0  # how much longer than measured throughput says trained runs really take (the latest one's ratio)
         self.test_size = 0  # set by the caller: the test part's size, for the finishing reserve
-        counts = torch.bincount(torch.tensor([y for _, y in split.train]), minlength=len(split.classes)).tolist()
-        self.balanced = is_imbalanced(counts)
+        self.balanced = selection_metric([y for _, y in split.train], len(split.classes)) == "balanced_accuracy"
 
     # --- the clock ----------------------------------------------------------------------------------------
     def reserve(self, backbone: str) -> float:
