@@ -10,11 +10,13 @@ a quiet machine for figures to quote). The measurements:
 1. ``features/NAME/*``: images/s of feature extraction (pooled pre-logits features, 224x224, batch 32,
    inference mode, a batch of real images) for resnet50, vgg16 and tf_efficientnet_lite0: plain eager
    fp32 timm (the baseline), ONNX Runtime fp32, and graft's default (:func:`graft.inference.forward_batches`)
-   both ways it runs: a short pass eager in bf16 (fp32 on CPUs without native bf16), a long one (predicted
-   over three minutes) in int8 where int8 agrees with fp32 on the batch, else compiled in that floating
-   precision (given too), with its steady state, build time,
-   break-even and rate over 70,000 images; graft's achieved GFLOP/s as a fraction of the matrix-product
-   peak measured at the long pass's precision in this run.
+   the ways it runs: a short pass eager in bf16 (fp32 on CPUs without native bf16), a long one (predicted
+   over three minutes) in int8 where int8 agrees with fp32 on the batch, else through ONNX Runtime on CPUs
+   without native bf16 or compiled in bf16 on the others (compiled is given too), with its steady state, build time,
+   break-even and rate over 70,000 images; on CPUs without native bf16, a medium pass (90 s of plain eager
+   work: ONNX Runtime's, past :data:`graft.inference.ONNXRUNTIME_AFTER_SECONDS`) against ONNX Runtime;
+   graft's achieved GFLOP/s as a fraction of the matrix-product peak measured at the long pass's precision
+   in this run.
 2. ``agreement/NAME/*``: graft's default against fp32 on real images (Fashion-MNIST, or the photos set
    where the Debian package is missing): cosine similarity of the features, and the difference of a
    cross-validated linear probe's accuracy, for the short pass, the long pass, and ``--precision int8``. Offline only lite0 has real ImageNet weights; resnet50 and
@@ -37,7 +39,6 @@ a quiet machine for figures to quote). The measurements:
 """
 
 import argparse
-import io
 import itertools
 import os
 import subprocess
@@ -113,14 +114,6 @@ def images_per_second(run: Callable[[], Any], images: int, seconds: float) -> fl
     return calls * images / (time.perf_counter() - start)
 
 
-def onnx_session(model: torch.nn.Module, x: torch.Tensor) -> Any:
-    import onnxruntime as ort
-
-    buffer = io.BytesIO()
-    torch.onnx.export(model, (x,), buffer, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
-    return ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-
-
 class Results:
     """The rows of results.json, printed as they come."""
 
@@ -159,18 +152,36 @@ def compiling(mode: str) -> Iterator[None]:
         os.environ.pop("GRAFT_COMPILE")
 
 
-def graft_pass(backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds: float, precision: str = "auto") -> tuple[float, float]:
-    """``(seconds to the first output, images/s after it)`` of one long :func:`forward_batches` pass.
+class Repeated:
+    """``count`` batches, all ``x``: a pass of known length, as a data loader gives one (graft's runner predicts
+    the pass's eager work from its length: under ``--compile auto`` a long pass builds a faster copy)."""
 
-    One pass, as a feature cache fill runs: the int8 or compiled copy lives as long as its pass, so the
-    first output carries the time to build it and the rest is the steady state.
+    def __init__(self, x: torch.Tensor, count: int) -> None:
+        self.batch, self.count = (x, torch.zeros(len(x))), count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return itertools.repeat(self.batch, self.count)
+
+
+def graft_pass(
+    backbone: torch.nn.Module, x: torch.Tensor, compile: str, seconds: float, precision: str = "auto", images: int = 70_000
+) -> tuple[float, float]:
+    """``(seconds to the copy's first output, images/s after it)`` of one :func:`forward_batches` pass of ``images``.
+
+    One pass, as a feature cache fill runs: the int8, compiled or ONNX Runtime copy lives as long as its pass,
+    so the first outputs carry the time to build it and the rest is the steady state. ``--compile on`` builds
+    on the first batch; ``auto`` runs three batches eagerly to predict the pass's length, then builds.
     """
     from graft.inference import forward_batches
 
     with compiling(compile):
-        outputs = forward_batches(backbone, itertools.repeat((x, torch.zeros(len(x)))), precision)
+        outputs = forward_batches(backbone, Repeated(x, images // len(x)), precision)
         start = time.perf_counter()
-        next(outputs)
+        for _ in range(4 if compile == "auto" else 1):
+            next(outputs)
         first = time.perf_counter() - start
         rate = images_per_second(lambda: next(outputs), len(x), seconds)
         outputs.close()
@@ -197,14 +208,19 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
         plain = timm.create_model(name, pretrained=False, num_classes=0).eval()  # what a user writes by hand
         with torch.inference_mode():
             eager = images_per_second(lambda: plain(x), BATCH, seconds)  # noqa: B023 (called before the loop moves on)
-        session = onnx_session(plain, x)
+        session = speed.onnx_session(plain, x)
         ort = images_per_second(lambda: session.run(None, {"x": x.numpy()}), BATCH, seconds)  # noqa: B023
         with torch.inference_mode():
             agreement = quantized(prepare(backbone).eval(), x)[2]  # the check a long pass makes on its fourth batch
         precision = "int8" if agreement >= AGREEMENT else floating
         _, short = graft_pass(backbone, x, "off", seconds)
-        build_seconds, ours = graft_pass(backbone, x, "on", seconds)
+        build_seconds, ours = graft_pass(backbone, x, "auto", seconds)
         _, compiled = graft_pass(backbone, x, "on", seconds, floating)
+        if (
+            floating == "fp32"
+        ):  # 90 s of plain eager work (graft's eager pass is faster): past ONNX Runtime's threshold, short of compiling's
+            _, medium = graft_pass(backbone, x, "auto", seconds, images=int(eager * 90))
+            results.add(f"features/{name}/graft_medium_pass_vs_onnxruntime_fp32", medium, "images/s", ort)
         gflops = flops_per_image(plain) / 1e9
         results.add(f"features/{name}/gflop_per_image", gflops, "GFLOP")
         results.add(f"features/{name}/eager_fp32_share_of_fp32_peak", eager * gflops / peaks["fp32"], "fraction")
@@ -216,7 +232,8 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
         results.add(f"features/{name}/int8_feature_cosine_min", agreement, "cosine")
         results.add(f"features/{name}/long_pass_runs_int8", float(precision == "int8"), "yes=1")
         results.add(f"features/{name}/graft_compiled_{floating}_vs_eager_fp32", compiled, "images/s", eager)
-        # the long pass's steady state (auto keeps a copy only where it beats eager), build time, both over 70k images
+        # the long pass's steady state (auto keeps a copy only where it beats eager), build time (three eager
+        # batches, then the copy's first), both over 70k images
         ours = max(ours, short)
         results.add(f"features/{name}/graft_vs_eager_fp32", ours, "images/s", eager)
         results.add(f"features/{name}/graft_vs_onnxruntime_fp32", ours, "images/s", ort)

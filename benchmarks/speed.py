@@ -11,7 +11,8 @@ temporary folder (Fashion-MNIST's 28x28 images are too small to show what decodi
    every file, from a cold cache: eager fp32 timm as a user writes it (PIL decode, timm's
    ``create_transform`` from ``resolve_data_config``, the model under ``inference_mode``, batch 32)
    against :func:`graft.features.cached_features` (file hash, decode, resize, network, cache write); the
-   features' cosine similarity; the same with decoding in one DataLoader worker process (``--workers 1``),
+   features' cosine similarity; on CPUs without native bf16, ONNX Runtime fp32 by hand (the same loop, the
+   model exported first, the export timed); the same with decoding in one DataLoader worker process (``--workers 1``),
    overlapping the network; where graft's time goes (hashing, decoding, the network alone).
 2. ``train_epoch/lite0_STRATEGY/*`` (``finetune --unfreeze 2`` and ``full``, ImageNet weights, ``strong``
    augmentation): seconds per epoch of graft's trainer against a plain fp32 loop (PIL decode +
@@ -23,6 +24,7 @@ temporary folder (Fashion-MNIST's 28x28 images are too small to show what decodi
 
 import argparse
 import copy
+import io
 import json
 import os
 import subprocess
@@ -76,17 +78,34 @@ def timed(into: dict[str, float], key: str) -> Iterator[None]:
     into[key] = time.perf_counter() - start
 
 
-def eager_features(model: torch.nn.Module, root: Path, samples: list[tuple[str, int]]) -> torch.Tensor:
-    """The hand-written pass: PIL decode, timm's eval transform, the fp32 model, batch by batch."""
+def onnx_session(model: torch.nn.Module, x: torch.Tensor) -> Any:
+    """An ONNX Runtime session of ``model`` as a user builds one: exported in memory, a free batch dimension, defaults."""
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (x,), buffer, input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    return ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+
+
+def eager_features(model: torch.nn.Module, root: Path, samples: list[tuple[str, int]], onnx: bool = False) -> torch.Tensor:
+    """The hand-written pass: PIL decode, timm's eval transform, the fp32 model, batch by batch.
+
+    ``onnx``: the model exported to ONNX first (in memory, a free batch dimension) and run by ONNX Runtime's
+    CPU provider at its defaults, the export included in the time, as a user's script pays for it.
+    """
     from PIL import Image
     from timm.data import create_transform, resolve_data_config
 
     transform = create_transform(**resolve_data_config({}, model=model))
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if onnx:
+        session = onnx_session(model, torch.zeros(1, *resolve_data_config({}, model=model)["input_size"]))
+        forward = lambda x: torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(samples), BATCH):
             batch = [transform(Image.open(root / path).convert("RGB")) for path, _ in samples[start : start + BATCH]]
-            outputs.append(model(torch.stack(batch)))
+            outputs.append(forward(torch.stack(batch)))
     return torch.cat(outputs)
 
 
@@ -94,7 +113,7 @@ def files(results: Rows, names: list[str], count: int) -> None:
     from graft.data.loader import make_loader
     from graft.features import cached_features
     from graft.features.cache import file_hash
-    from graft.inference import forward_all
+    from graft.inference import forward_all, native_bf16
     from graft.sources import create_backbone
 
     with tempfile.TemporaryDirectory() as folder:
@@ -119,6 +138,13 @@ def files(results: Rows, names: list[str], count: int) -> None:
             results.add(f"files/{name}/graft_workers_1_vs_eager_fp32", count / seconds["worker"], "images/s", count / seconds["eager"])
             results.add(f"files/{name}/feature_cosine_min", cosine.min().item(), "cosine")
             results.add(f"files/{name}/feature_cosine_mean", cosine.mean().item(), "cosine")
+            if not native_bf16():  # where graft computes in fp32 too, the fastest fp32 a user can reach by hand
+                with timed(seconds, "onnxruntime"):
+                    eager_features(plain, root, samples, onnx=True)
+                results.add(
+                    f"files/{name}/onnxruntime_fp32_vs_eager_fp32", count / seconds["onnxruntime"], "images/s", count / seconds["eager"]
+                )
+                results.add(f"files/{name}/graft_vs_onnxruntime_fp32", count / seconds["graft"], "images/s", count / seconds["onnxruntime"])
             # Where graft's time goes: each part alone, over the same files.
             with timed(seconds, "hash"):
                 for path, _ in samples:

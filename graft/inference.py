@@ -25,6 +25,12 @@ and resnet50 2.1x faster than compiled bf16 in ``make bench``, but it is kept on
 measure as close to fp32 as bf16's (a cosine of 0.99; EfficientNet-Lite0 stays in bf16).
 ``--precision int8`` uses it on every pass; ``--precision bf16`` or ``fp32`` never.
 
+Where the CPU has no native bf16 (AVX2-only: passes run in fp32), eager PyTorch is far from the best the
+CPU can do: ONNX Runtime ran lite0 3.8x and resnet50 2.3x faster in fp32 on a 2-core AVX2 machine, and
+compiling gains much less there (2.2x and 1.7x). So under ``auto`` a pass predicted past :data:`ONNXRUNTIME_AFTER_SECONDS`
+of eager work runs through an ONNX Runtime copy (:mod:`graft.onnxrt`; fp32, outputs equal to eager's to
+rounding) in place of a compiled one, kept only if it measures faster; a long pass still tries int8 first.
+
 On an accelerator (``--device``, :mod:`graft.device`) the same passes run under that device's autocast:
 bf16 on CUDA GPUs that compute it natively, else fp16 (training then scales the loss:
 :func:`grad_scaler`), fp16 on Apple MPS. int8 is the CPU's alone: its quantizer lowers to x86 oneDNN kernels.
@@ -39,6 +45,7 @@ from functools import cache
 import torch
 from torch import nn
 
+from graft import onnxrt
 from graft.console import log, quiet_torch_notices, warn
 from graft.device import module_device
 from graft.errors import GraftError
@@ -49,6 +56,9 @@ PRECISIONS = ("auto", "int8", "bf16", "fp32")
 COMPILE_MODES = ("auto", "on", "off")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the precisions autocast computes in; fp32 runs without it
 COMPILE_AFTER_SECONDS = 180.0  # make bench: compiling vgg16 (13 s) repaid itself after 80 s, resnet50 (25 s) after 290 s
+# make bench, an AVX2 EPYC, 2 cores: exporting and loading lite0 takes 1.2 s, resnet50 2 s; ONNX Runtime repaid
+# them after 2 and 4 s of eager work (the first batch's prediction overestimates: it includes the kernels' set-up)
+ONNXRUNTIME_AFTER_SECONDS = 5.0
 
 
 @cache  # the CPU does not change, and autocast() asks before every batch
@@ -119,15 +129,18 @@ def compile_mode() -> str:
 
 
 class _Runner:
-    """Calls a module eagerly, and a faster copy of it (int8, or compiled) from the batch where one pays.
+    """Calls a module eagerly, and a faster copy of it (int8, ONNX Runtime or compiled) from the batch where one pays.
 
     The eager time of the second and third batch (the first warms oneDNN up) times the batches left is
     the pass's predicted eager work. Past :data:`COMPILE_AFTER_SECONDS` ``auto`` builds, on the fourth
     batch, an int8 copy (:mod:`graft.quantize`, under ``--precision auto`` on the CPU only), kept if its outputs follow
-    fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one. Neither speeds up every network (on two
+    fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one. Where the pass computes in fp32 on the
+    CPU, an ONNX Runtime copy replaces the compiled one, and as it costs a second or two to build, a pass
+    whose first batch predicts more than :data:`ONNXRUNTIME_AFTER_SECONDS` of eager work (and not a long
+    one) builds it on the second batch. No copy speeds up every network (on two
     cores compiling lite0 gained nothing in ``make bench``), so ``auto`` times the copy's next two batches
-    too and goes back to eager unless they beat the eager two. ``--compile on`` and ``--precision int8``
-    build on the first batch and keep the copy. The copy is specialised to one batch size; a shorter last
+    too and goes back to eager unless they beat the eager two (two of the first, built on the second).
+    ``--compile on`` and ``--precision int8`` build on the first batch and keep the copy. The copy is specialised to one batch size; a shorter last
     batch is padded with zeros (the module is in eval mode: images do not affect each other).
     """
 
@@ -139,7 +152,12 @@ class _Runner:
         resolve(precision, device)  # int8 on an accelerator is an error, not a silent float pass
         cpu_int8 = {"int8": "on", "auto": "off" if self.mode == "off" else "auto"}.get(precision, "off")
         self.int8 = cpu_int8 if device.type == "cpu" else "off"
-        self.done, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0
+        # where the CPU computes in fp32, auto's copy is ONNX Runtime's rather than a compiled one (graft.onnxrt)
+        self.ort = (
+            precision == "auto" and self.mode == "auto" and device.type == "cpu" and resolve(precision) == "fp32" and onnxrt.available()
+        )
+        self.done, self.first_seconds, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0.0, 0
+        self.reference = 0.0  # the eager seconds two of the copy's batches must beat (auto): set when it is built
         self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.size = 0  # the copy's batch size; set on the one attempt to build it, so a failure is not retried
 
@@ -154,8 +172,11 @@ class _Runner:
             self._judge(time.perf_counter() - start)
         else:
             out = self.module(x)
-            if self.done in (1, 2):
-                self.eager_seconds += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            if self.done == 0:
+                self.first_seconds = seconds
+            elif self.done in (1, 2):
+                self.eager_seconds += seconds
         self.done += 1
         return out
 
@@ -165,24 +186,37 @@ class _Runner:
             return
         self.fast_seconds += seconds
         self.fast_done += 1
-        if self.fast_done == 2 and self.fast_seconds >= self.eager_seconds:
+        if self.fast_done == 2 and self.fast_seconds >= self.reference:
             self.fast = None  # the build time is spent, but no further batch pays for a slower network
 
     def _due(self) -> bool:
         if "on" in (self.mode, self.int8):
             return True
-        return self.mode == "auto" and self._long()
+        if self.mode != "auto":
+            return False
+        left = self._eager_left()
+        # ONNX Runtime's copy costs a second or two, so it need not wait for the warm batches, unless the cold
+        # first batch predicts a long pass: that one waits for them, to try int8 first.
+        early = self.done == 1 and left <= COMPILE_AFTER_SECONDS
+        return self._long() or (self.ort and (early or self.done == 3) and left > ONNXRUNTIME_AFTER_SECONDS)
+
+    def _eager_left(self) -> float:
+        """Seconds of eager work the pass's remaining batches predict: after the first batch from its time (an
+        overestimate: the first calls pick and build kernels), after the third from the second and third; else 0."""
+        if not self.batches or self.done not in (1, 3):
+            return 0.0
+        per_batch = self.first_seconds if self.done == 1 else self.eager_seconds / 2
+        return per_batch * (self.batches - self.done)
 
     def _long(self) -> bool:
-        if self.done != 3 or not self.batches:
-            return False
-        return self.eager_seconds / 2 * (self.batches - self.done) > COMPILE_AFTER_SECONDS
+        return self.done == 3 and self._eager_left() > COMPILE_AFTER_SECONDS
 
     def _build(self, x: torch.Tensor) -> torch.Tensor | None:
         """This batch's outputs, computed while building the faster copy; ``None`` if none was built."""
         self.size = x.shape[0]
+        self.reference = self.eager_seconds if self.done == 3 else 2 * self.first_seconds
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
-        if self.int8 != "off" and x.shape[0] > 1:
+        if (self.int8 == "on" or (self.int8 == "auto" and self._long())) and x.shape[0] > 1:
             try:
                 network, outputs, agreement = quantized(self.module, x)
             except Exception as exc:  # noqa: BLE001 (an operator export or the quantizer lacks: float is still right)
@@ -193,6 +227,16 @@ class _Runner:
                     self.fast = network
                     return outputs
                 log(f"int8 features agree with fp32 to a cosine of {agreement:.3f} only (below {AGREEMENT}): staying in floating point")
+        if self.ort:
+            try:
+                network = onnxrt.session(self.module, x)
+                outputs = network(x)
+            except Exception as exc:  # noqa: BLE001 (an operator the exporter lacks: eager is still right, only slower)
+                _warn("ONNX Runtime", exc, "--compile off")
+            else:
+                log("this pass runs through ONNX Runtime (fp32: this CPU has no native bf16)", style="dim")
+                self.fast = network
+                return outputs
         if self.mode == "on" or (self.mode == "auto" and self._long()):
             compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
             try:
