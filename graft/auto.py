@@ -8,10 +8,12 @@ pass, the report), and it is kept the way AutoGluon's ``time_limit`` users asked
    training images (:mod:`graft.transferability`), measuring each one's throughput on the way; at most
    :data:`RANK_SHARE` of the budget.
 2. Make the answer that always exists first: a solved linear probe (``features``) on the best-scoring
-   backbone, then on the runner-up if it can afford it. Features go through the cache, so the probe
+   backbone whose probe fits in half of the time left (else the cheapest), then on the next one if it can
+   afford it. Features go through the cache, so the probe
    reuses what the ranking computed.
 3. On the backbone whose probe did best on validation, train candidates cheapest first (finetune the last
-   block, LP-FT, the last two blocks, every layer) for :data:`RUNG_EPOCHS` epochs each, keep the better
+   block, LP-FT, the last two blocks, every layer; before them, on small images, the small CNN from
+   scratch) for :data:`RUNG_EPOCHS` epochs each, keep the better
    half by validation figures, and train those again with twice the epochs (successive halving) while
    the clock allows. Each run's cost is estimated beforehand from the measured throughput (corrected by
    what earlier runs really took); a run that would not finish before the finishing reserve is not
@@ -39,6 +41,7 @@ from time import monotonic
 from typing import Any
 
 import torch
+from PIL import Image
 
 from graft.advice import stratified_sample
 from graft.api import Run, finish_run
@@ -72,6 +75,8 @@ MAX_EPOCHS = 10  # graft fit's default epochs: the longest run auto asks for
 SPEED_BATCH = 16  # images a throughput measurement runs (per-batch overheads make fewer look slower per image)
 SOLVER_SECONDS = 5e-8  # per (image x feature x class) of the L-BFGS head (docs/results.md: 9.5 s for 4,600 x 1,280 x 46)
 OVERHEAD_SECONDS = 3.0  # building a model, its optimizer, the first batch's warm-up
+SMALL_IMAGES = 64  # px, the longer side: images this small add the small CNN trained from scratch to the candidates
+SCRATCH = "smallcnn"
 FINISH_OVERHEAD = 15.0  # saving the winner and writing its report
 MIN_BUDGET = 10.0
 LEADERBOARD_COLUMNS = (
@@ -312,12 +317,41 @@ class Search:
                 f"auto: scoring the final model on the {self.test_size} test images alone needs ~{reserve:.0f}s, more than the "
                 f"{max(self.clock.left(), 0):.0f}s left: the budget will be overrun; give more --time"
             )
-        self.probe(Candidate(ranked[0], "features"), always=True)
+        first = self.insurance(ranked)
+        self.probe(Candidate(first, "features"), always=True)
         if len(ranked) > 1:
-            self.probe(Candidate(ranked[1], "features"))
+            self.probe(Candidate(next(name for name in ranked if name != first), "features"))
         assert self.best is not None
         backbone = self.best.entry.backbone  # the one validation prefers, not only LogME
-        self.halving(self.trained_candidates(backbone))
+        self.halving(self.scratch_candidates() + self.trained_candidates(backbone))
+
+    def scratch_candidates(self) -> list[Candidate]:
+        """The small CNN trained from scratch, where the images are small (:data:`SMALL_IMAGES`) and it is not a
+        backbone already: on 32x32 characters it beat every ImageNet transfer from 100 images a class (docs/results.md),
+        and at that size it costs little. Validation decides, as for every candidate."""
+        sample = self.split.train[:: max(1, len(self.split.train) // 30)]  # every k-th: spread over the classes
+        sizes = sorted(max(Image.open(Path(self.split.root) / path).size) for path, _ in sample)
+        if SCRATCH in self.speeds or sizes[len(sizes) // 2] > SMALL_IMAGES:
+            return []
+        candidate = Candidate(SCRATCH, "scratch")
+        seed_everything(self.settings.seed)
+        model = GraftModel(create_backbone(SCRATCH), len(self.split.classes), self.settings.head).to(self.device)
+        prepare(model)
+        self.speeds[SCRATCH], self.dims[SCRATCH], self.blocks[SCRATCH] = (
+            self.measure(model),
+            model.backbone.num_features,
+            len(model.backbone.blocks()),
+        )
+        self.shares[(SCRATCH, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
+        return [candidate]
+
+    def insurance(self, ranked: list[str]) -> str:
+        """The backbone of the first probe, the answer that must exist: the best-ranked one whose probe fits in
+        half of the time left, else the cheapest. LogME ties are common (devanagari: Lite2 0.532, Lite0 0.528),
+        and the best-ranked one's probe, on the slowest network, could otherwise eat the whole budget."""
+        cost = {name: self.estimate(Candidate(name, "features"), 1) for name in ranked}
+        fits = [name for name in ranked if cost[name] <= (self.clock.left() - self.reserve(name)) / 2]
+        return fits[0] if fits else min(ranked, key=cost.__getitem__)
 
     def rank(self) -> list[str]:
         """The backbones that load, best LogME first; each one's throughput measured. The first is always scored."""

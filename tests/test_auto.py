@@ -5,13 +5,16 @@ import json
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import graft
 import graft.data.loader
 from graft.auto import Clock, parse_time
+from graft.config import FitConfig
 from graft.data.dataset import load_data
 from graft.data.split import SPLIT_FILE, Split, make_split
 from graft.errors import GraftError, Interrupted
@@ -135,3 +138,35 @@ def test_the_trainer_stops_between_batches_when_told(shapes: Path) -> None:
     trained = Trainer(TrainSettings(epochs=3, batch_size=8), stop=stop).fit(model, get_strategy("full"), split)
     assert trained.stopped and trained.history == []
     assert Clock(60, now=ticking()).left() == 59  # started at the first read; asking reads it again, one second later
+
+
+def test_small_images_add_the_small_cnn_trained_from_scratch(shapes: Path, tmp_path: Path) -> None:
+    """On images at most SMALL_IMAGES across, training the small CNN from scratch is a candidate beside transfer;
+    on larger ones it is not (the same shapes, enlarged)."""
+    source = graft.fit(shapes, backbone="smallcnn", strategy="scratch", epochs=1, out=tmp_path / "source", report=False)
+    large = tmp_path / "large"
+    for path in shapes.rglob("*.png"):
+        (large / path.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(path).resize((96, 96)).save(large / path.parent.name / path.name)
+    for data, expected in ((shapes, True), (large, False)):
+        out = tmp_path / f"auto-{data.name}"
+        graft.auto(data, "2m", backbones=str(source.path), out=out, now=ticking(), report=False)
+        scratch = [r for r in rows(out) if (r["backbone"], r["strategy"]) == ("smallcnn", "scratch")]
+        assert bool(scratch) == expected, rows(out)
+        if expected:  # cheap on small images: it trained, and was judged on validation like the rest
+            assert scratch[0]["val_accuracy"] is not None and scratch[0]["estimated_seconds"] > 0
+
+
+def test_the_first_probe_takes_the_best_ranked_backbone_it_can_afford(shapes: Path) -> None:
+    """The answer that must exist is made on the best-ranked backbone whose probe fits in half of the time
+    left; where none does, on the cheapest (speeds as a measurement would leave them, in seconds an image)."""
+    base = FitConfig.create(str(shapes))
+    split = replace(make_split(load_data(base.data, base.classes, base.bad_images), seed=0), test=[])
+    search = auto_module.Search(base, split, ["slow", "fast"], Clock(100.0, lambda: 0.0), lambda entries: None)
+    search.dims = {"slow": 64, "fast": 64}
+    search.speeds = {"slow": auto_module.Speed(2.0, 6.0), "fast": auto_module.Speed(0.01, 0.03)}  # ~100 s and ~4 s of probe
+    assert search.insurance(["slow", "fast"]) == "fast"
+    search.speeds["slow"] = auto_module.Speed(0.02, 0.06)
+    assert search.insurance(["slow", "fast"]) == "slow"  # both fit: the ranking decides
+    search.speeds = {"slow": auto_module.Speed(3.0, 9.0), "fast": auto_module.Speed(2.0, 6.0)}
+    assert search.insurance(["slow", "fast"]) == "fast"  # neither fits: the cheaper
