@@ -177,6 +177,7 @@ class Entry:
     val_accuracy_interval: list[float] | None = None
     test_accuracy: float | None = None
     test_accuracy_interval: list[float] | None = None
+    test_images: int | None = None  # the winner's: all of the test part, or the sample the budget allowed
     seconds: float = 0.0
     stopped: str = "running"  # then finished | halved | promoted | out of time | interrupted | not started: out of time (...)
     winner: bool = False
@@ -315,7 +316,7 @@ class Search:
         if (reserve := self.reserve(ranked[0])) > self.clock.left():
             warn(
                 f"auto: scoring the final model on the {self.test_size} test images alone needs ~{reserve:.0f}s, more than the "
-                f"{max(self.clock.left(), 0):.0f}s left: the budget will be overrun; give more --time"
+                f"{max(self.clock.left(), 0):.0f}s left: it will be scored on a sample of them; give more --time to score them all"
             )
         first = self.insurance(ranked)
         self.probe(Candidate(first, "features"), always=True)
@@ -352,6 +353,25 @@ class Search:
         cost = {name: self.estimate(Candidate(name, "features"), 1) for name in ranked}
         fits = [name for name in ranked if cost[name] <= (self.clock.left() - self.reserve(name)) / 2]
         return fits[0] if fits else min(ranked, key=cost.__getitem__)
+
+    def test_sample(self, test: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The test images the winner is scored on: all of them where their pass fits in the time left, else a
+        stratified sample as large as fits, never fewer than the validation figures use (:func:`validation_size`).
+
+        A slow CPU cannot score thousands of test images in a short budget (fashion's 5,000 took 150 s on an
+        AVX2 machine against a 2-minute budget); a sample keeps the budget and says so, with its wider interval.
+        """
+        assert self.best is not None
+        per_image = 1.2 * self.speeds[self.best.entry.backbone].forward
+        fits = int(max(self.clock.left() - FINISH_OVERHEAD, 0.0) / per_image)
+        size = max(fits, validation_size(len(self.split.classes)))
+        if size >= len(test):
+            return test
+        warn(
+            f"auto: the {len(test)} test images need ~{len(test) * per_image:.0f}s and {max(self.clock.left(), 0):.0f}s are left: "
+            f"scoring a stratified sample of {size} (a wider interval); give more --time to score them all"
+        )
+        return stratified_sample(test, size, self.settings.seed)
 
     def rank(self) -> list[str]:
         """The backbones that load, best LogME first; each one's throughput measured. The first is always scored."""
@@ -557,16 +577,18 @@ def auto(
     best = search.best
     assert best is not None
     best.entry.winner = True
+    test = search.test_sample(split.test)
     log(
-        f"auto: the winner is {best.entry.name} (validation {best.score:.2%}); scoring it once on {len(split.test)} test images {search._status()}"
+        f"auto: the winner is {best.entry.name} (validation {best.score:.2%}); scoring it once on {len(test)} test images {search._status()}"
     )
     write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in best.trained.history))
 
     def record(run: Run) -> None:  # before the report, which shows the leaderboard
         best.entry.test_accuracy, best.entry.test_accuracy_interval = run.result.test_accuracy, run.result.test_accuracy_interval
+        best.entry.test_images = len(test)
         write_leaderboard(out, search.entries)
 
-    run = finish_run(best.config, best.model, best.trained, split, out, report=report, before_report=record)
+    run = finish_run(best.config, best.model, best.trained, replace(split, test=test), out, report=report, before_report=record)
     rows = [e.to_dict() for e in search.entries]
     seconds = clock.elapsed()
     log(f"auto: done in {seconds:.0f}s of {clock.budget:.0f}s: {best.entry.name}, test accuracy {run.result.test_accuracy:.2%} -> {out}")

@@ -170,3 +170,23 @@ def test_the_first_probe_takes_the_best_ranked_backbone_it_can_afford(shapes: Pa
     assert search.insurance(["slow", "fast"]) == "slow"  # both fit: the ranking decides
     search.speeds = {"slow": auto_module.Speed(3.0, 9.0), "fast": auto_module.Speed(2.0, 6.0)}
     assert search.insurance(["slow", "fast"]) == "fast"  # neither fits: the cheaper
+
+
+def test_the_winner_is_scored_on_a_stratified_sample_where_the_whole_test_part_does_not_fit(shapes: Path) -> None:
+    """All test images where their pass fits the time left; else as many as fit, every class keeping its share,
+    never fewer than the validation figures use (500 here)."""
+    base = FitConfig.create(str(shapes))
+    split = replace(make_split(load_data(base.data, base.classes, base.bad_images), seed=0), test=[])
+    clock_now = {"t": 0.0}
+    search = auto_module.Search(base, split, ["net"], Clock(600.0, lambda: clock_now["t"]), lambda entries: None)
+    search.speeds = {"net": auto_module.Speed(0.05, 0.15)}  # 0.06 s an image with the margin
+    search.best = auto_module.Best(auto_module.Entry("p", "net", "features", {}, 1, 0.0, 0.0, 0.0), base, None, None, 0.0)
+    test = [(f"{c}/{i}.png", c) for c in range(3) for i in range(1000)]
+    assert search.test_sample(test) == test  # 3,000 images: 180 s, 600 s left
+    clock_now["t"] = 515.0  # 85 s left: 70 s for the pass after saving and the report, ~1,166 images
+    sample = search.test_sample(test)
+    assert 1100 <= len(sample) <= 1170 and set(sample) <= set(test)
+    counts = [sum(y == c for _, y in sample) for c in range(3)]
+    assert max(counts) - min(counts) <= 1
+    clock_now["t"] = 700.0  # over budget already: the smallest sample that still says something
+    assert len(search.test_sample(test)) == 500
