@@ -1,8 +1,8 @@
 """graft auto against single graft fit runs, on the same seeded split, measured as a user would run them.
 
 Each case is one command run as a child process and timed from the outside (wall clock, interpreter start-up
-and imports included), with an empty feature cache; its figures are appended to ``benchmarks/auto.json``, one record per case, replacing an
-earlier record of the same case. One case per invocation, so each fits one turn of the shared CPU lock:
+and imports included), with an empty feature cache; its figures are appended to ``benchmarks/auto.json``,
+one record per case, replacing an earlier record of the same case. One case per invocation, so each fits one turn of the shared CPU lock:
 
     flock /work/cpu.lock python benchmarks/auto.py fashion-auto-10m
     flock /work/cpu.lock python benchmarks/auto.py fashion-fit

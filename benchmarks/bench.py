@@ -216,9 +216,8 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
         _, short = graft_pass(backbone, x, "off", seconds)
         build_seconds, ours = graft_pass(backbone, x, "auto", seconds)
         _, compiled = graft_pass(backbone, x, "on", seconds, floating)
-        if (
-            floating == "fp32"
-        ):  # 90 s of plain eager work (graft's eager pass is faster): past ONNX Runtime's threshold, short of compiling's
+        # 90 s of plain eager work (graft's eager pass is faster): past ONNX Runtime's threshold, short of compiling's
+        if floating == "fp32":
             _, medium = graft_pass(backbone, x, "auto", seconds, images=int(eager * 90))
             results.add(f"features/{name}/graft_medium_pass_vs_onnxruntime_fp32", medium, "images/s", ort)
         gflops = flops_per_image(plain) / 1e9

@@ -9,13 +9,11 @@ pass, the report), and it is kept the way AutoGluon's ``time_limit`` users asked
    :data:`RANK_SHARE` of the budget.
 2. Make the answer that always exists first: a solved linear probe (``features``) on the best-scoring
    backbone whose probe fits in half of the time left (else the cheapest), then on the next one if it can
-   afford it. Features go through the cache, so the probe
-   reuses what the ranking computed.
+   afford it. Features go through the cache, so the probe reuses what the ranking computed.
 3. On the backbone whose probe did best on validation, train candidates cheapest first (finetune the last
    block, LP-FT, the last two blocks, every layer; before them, on small images, the small CNN from
-   scratch) for :data:`RUNG_EPOCHS` epochs each, keep the better
-   half by validation figures, and train those again with twice the epochs (successive halving) while
-   the clock allows. Each run's cost is estimated beforehand from the measured throughput (corrected by
+   scratch) for :data:`RUNG_EPOCHS` epochs each, keep the better half by validation figures, and train
+   those again with twice the epochs (successive halving) while the clock allows. Each run's cost is estimated beforehand from the measured throughput (corrected by
    what earlier runs really took); a run that would not finish before the finishing reserve is not
    started, and one that runs late is stopped between batches keeping its best state.
 4. Rank by validation balanced accuracy where the training classes are uneven, else accuracy; the winner,
@@ -46,6 +44,7 @@ from PIL import Image
 from graft.advice import stratified_sample
 from graft.api import Run, finish_run
 from graft.atomic import write_json, write_text
+from graft.backbones.base import Backbone
 from graft.config import FitConfig
 from graft.console import log, warn
 from graft.data.dataset import load_data
@@ -78,6 +77,7 @@ OVERHEAD_SECONDS = 3.0  # building a model, its optimizer, the first batch's war
 SMALL_IMAGES = 64  # px, the longer side: images this small add the small CNN trained from scratch to the candidates
 SCRATCH = "smallcnn"
 FINISH_OVERHEAD = 15.0  # saving the winner and writing its report
+TEST_MARGIN = 1.2  # the final test pass is planned at this times its measured inference speed
 MIN_BUDGET = 10.0
 LEADERBOARD_COLUMNS = (
     "name",
@@ -244,7 +244,7 @@ class Search:
         """Seconds kept for finishing: the test pass of the slower of ``backbone`` and the best so far (the report
         reuses that pass), saving, the report."""
         names = [backbone] + ([self.best.entry.backbone] if self.best else [])
-        return FINISH_OVERHEAD + 1.2 * self.test_size * max(self.speeds[n].forward for n in names if n in self.speeds)
+        return FINISH_OVERHEAD + TEST_MARGIN * self.test_size * max(self.speeds[n].forward for n in names if n in self.speeds)
 
     def _status(self) -> str:
         best = f"best so far: {self.best.entry.name} {self.best.score:.2%}" if self.best else "no model yet"
@@ -282,6 +282,15 @@ class Search:
             loss = torch.nn.functional.cross_entropy(model(inputs).float(), labels)
         loss.backward()
         return middle - tick, self.clock.now() - middle
+
+    def profile(self, name: str, source: Backbone, candidates: Callable[[str], list[Candidate]]) -> None:
+        """What the estimates need of backbone ``name``: its measured speeds, feature size and stages, and the share
+        of it each of ``candidates(name)`` trains (called once the stages are known: they decide the finetunes)."""
+        model = GraftModel(source, len(self.split.classes), self.settings.head).to(self.device)
+        prepare(model)
+        self.speeds[name], self.dims[name], self.blocks[name] = self.measure(model), source.num_features, len(source.blocks())
+        for candidate in candidates(name):
+            self.shares[(name, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
 
     def share(self, candidate: Candidate, model: GraftModel) -> float:
         """The largest share of the backbone's parameters any of the candidate's epoch-trained phases trains."""
@@ -330,21 +339,16 @@ class Search:
         """The small CNN trained from scratch, where the images are small (:data:`SMALL_IMAGES`) and it is not a
         backbone already: on 32x32 characters it beat every ImageNet transfer from 100 images a class (docs/results.md),
         and at that size it costs little. Validation decides, as for every candidate."""
+        if SCRATCH in self.speeds:
+            return []
         sample = self.split.train[:: max(1, len(self.split.train) // 30)]  # every k-th: spread over the classes
         sizes = sorted(max(Image.open(Path(self.split.root) / path).size) for path, _ in sample)
-        if SCRATCH in self.speeds or sizes[len(sizes) // 2] > SMALL_IMAGES:
+        if sizes[len(sizes) // 2] > SMALL_IMAGES:
             return []
-        candidate = Candidate(SCRATCH, "scratch")
+        candidates = [Candidate(SCRATCH, "scratch")]
         seed_everything(self.settings.seed)
-        model = GraftModel(create_backbone(SCRATCH), len(self.split.classes), self.settings.head).to(self.device)
-        prepare(model)
-        self.speeds[SCRATCH], self.dims[SCRATCH], self.blocks[SCRATCH] = (
-            self.measure(model),
-            model.backbone.num_features,
-            len(model.backbone.blocks()),
-        )
-        self.shares[(SCRATCH, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
-        return [candidate]
+        self.profile(SCRATCH, create_backbone(SCRATCH), lambda _: candidates)
+        return candidates
 
     def insurance(self, ranked: list[str]) -> str:
         """The backbone of the first probe, the answer that must exist: the best-ranked one whose probe fits in
@@ -362,7 +366,7 @@ class Search:
         AVX2 machine against a 2-minute budget); a sample keeps the budget and says so, with its wider interval.
         """
         assert self.best is not None
-        per_image = 1.2 * self.speeds[self.best.entry.backbone].forward
+        per_image = TEST_MARGIN * self.speeds[self.best.entry.backbone].forward
         fits = int(max(self.clock.left() - FINISH_OVERHEAD, 0.0) / per_image)
         size = max(fits, validation_size(len(self.split.classes)))
         if size >= len(test):
@@ -389,11 +393,7 @@ class Search:
             except GraftError as exc:
                 warn(f"auto: leaving out backbone {name}: {exc}")
                 continue
-            model = GraftModel(source, len(self.split.classes), self.settings.head).to(self.device)
-            prepare(model)
-            self.speeds[name], self.dims[name], self.blocks[name] = self.measure(model), source.num_features, len(source.blocks())
-            for candidate in self.trained_candidates(name):
-                self.shares[(name, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
+            self.profile(name, source, self.trained_candidates)
             features, labels = cached_features(
                 source, Path(self.split.root), sample, self.settings.batch_size, precision=self.settings.precision
             )

@@ -27,8 +27,8 @@ measure as close to fp32 as bf16's (a cosine of 0.99; EfficientNet-Lite0 stays i
 
 Where the CPU has no native bf16 (AVX2-only: passes run in fp32), eager PyTorch is far from the best the
 CPU can do: ONNX Runtime ran lite0 3.8x and resnet50 2.3x faster in fp32 on a 2-core AVX2 machine, and
-compiling gains much less there (2.2x and 1.7x). So under ``auto`` a pass predicted past :data:`ONNXRUNTIME_AFTER_SECONDS`
-of eager work runs through an ONNX Runtime copy (:mod:`graft.onnxrt`; fp32, outputs equal to eager's to
+compiling gains much less there (2.2x and 1.7x). So under ``auto`` a pass predicted past
+:data:`ONNXRUNTIME_AFTER_SECONDS` of eager work runs through an ONNX Runtime copy (:mod:`graft.onnxrt`; fp32, outputs equal to eager's to
 rounding) in place of a compiled one, kept only if it measures faster; a long pass still tries int8 first.
 
 On an accelerator (``--device``, :mod:`graft.device`) the same passes run under that device's autocast:
@@ -140,8 +140,9 @@ class _Runner:
     one) builds it on the second batch. No copy speeds up every network (on two
     cores compiling lite0 gained nothing in ``make bench``), so ``auto`` times the copy's next two batches
     too and goes back to eager unless they beat the eager two (two of the first, built on the second).
-    ``--compile on`` and ``--precision int8`` build on the first batch and keep the copy. The copy is specialised to one batch size; a shorter last
-    batch is padded with zeros (the module is in eval mode: images do not affect each other).
+    ``--compile on`` and ``--precision int8`` build on the first batch and keep the copy. The copy is
+    specialised to one batch size; a shorter last batch is padded with zeros (the module is in eval mode:
+    images do not affect each other).
     """
 
     def __init__(self, module: nn.Module, batches: int | None, precision: str) -> None:
@@ -149,13 +150,11 @@ class _Runner:
         device = module_device(module)
         if precision == "int8" and self.mode == "off":
             raise GraftError("--precision int8 runs through torch.compile; drop --compile off, or choose --precision auto")
-        resolve(precision, device)  # int8 on an accelerator is an error, not a silent float pass
+        floating = resolve(precision, device)  # int8 on an accelerator is an error, not a silent float pass
         cpu_int8 = {"int8": "on", "auto": "off" if self.mode == "off" else "auto"}.get(precision, "off")
         self.int8 = cpu_int8 if device.type == "cpu" else "off"
         # where the CPU computes in fp32, auto's copy is ONNX Runtime's rather than a compiled one (graft.onnxrt)
-        self.ort = (
-            precision == "auto" and self.mode == "auto" and device.type == "cpu" and resolve(precision) == "fp32" and onnxrt.available()
-        )
+        self.ort = precision == "auto" and self.mode == "auto" and device.type == "cpu" and floating == "fp32" and onnxrt.available()
         self.done, self.first_seconds, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0.0, 0
         self.reference = 0.0  # the eager seconds two of the copy's batches must beat (auto): set when it is built
         self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
