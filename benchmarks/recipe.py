@@ -40,8 +40,10 @@ CASES: dict[str, tuple[str, str | None, int, int, int, dict[str, Any]]] = {
 
 # variant -> strategy, settings, and whether the epoch kept is chosen on the validation loss (today's rule).
 # Every variant spells out the settings it measures, so a default changed later cannot change a row.
-BEFORE: dict[str, Any] = {"ema": False, "augment": "none"}
-NEW: dict[str, Any] = {"ema": True, "augment": "none"}
+# The recipe before this ablation: BatchNorm statistics from each batch in layers that train, every backbone at a
+# tenth of the head's rate, finetune's last block (run() adds unfreeze 1 where a finetune variant names none).
+BEFORE: dict[str, Any] = {"ema": False, "augment": "none", "batchnorm": "train", "backbone_lr_scale": 0.1}
+NEW: dict[str, Any] = {**BEFORE, "ema": True}
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "before": ("finetune", BEFORE, True),  # today's recipe: lowest validation loss kept, no weight average
     "default": ("finetune", NEW, False),  # best epoch on the validation metric, weight average competing
@@ -56,9 +58,29 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "size-64": ("finetune", {**NEW, "image_size": 64}, False),
     "smoothing-0.1": ("finetune", {**NEW, "label_smoothing": 0.1}, False),
     "unfreeze-2": ("finetune", {**NEW, "unfreeze": 2}, False),
+    "unfreeze-3": ("finetune", {**NEW, "unfreeze": 3}, False),
+    "unfreeze-2-lr-0.3": ("finetune", {**NEW, "unfreeze": 2, "backbone_lr_scale": 0.3}, False),
+    "unfreeze-2-trivial": ("finetune", {**NEW, "unfreeze": 2, "augment": "trivial"}, False),
+    "unfreeze-2-smoothing-0.1": ("finetune", {**NEW, "unfreeze": 2, "label_smoothing": 0.1}, False),
+    "unfreeze-2-lr-1": ("finetune", {**NEW, "unfreeze": 2, "backbone_lr_scale": 1.0}, False),
+    "unfreeze-2-bn-frozen": ("finetune", {**NEW, "unfreeze": 2, "batchnorm": "frozen"}, False),
+    "unfreeze-2-lr-1-bn-frozen": ("finetune", {**NEW, "unfreeze": 2, "backbone_lr_scale": 1.0, "batchnorm": "frozen"}, False),
+    "unfreeze-1-lr-1-bn-frozen": ("finetune", {**NEW, "unfreeze": 1, "backbone_lr_scale": 1.0, "batchnorm": "frozen"}, False),
+    "unfreeze-2-lr-1-bn-frozen-trivial": (
+        "finetune",
+        {**NEW, "unfreeze": 2, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "augment": "trivial"},
+        False,
+    ),
+    "unfreeze-2-lr-0.3-bn-frozen": ("finetune", {**NEW, "unfreeze": 2, "backbone_lr_scale": 0.3, "batchnorm": "frozen"}, False),
     "full-before": ("full", BEFORE, True),
     "full": ("full", NEW, False),
+    "full-trivial": ("full", {**NEW, "augment": "trivial"}, False),
+    "full-layer-decay": ("full", {**NEW, "layer_decay": 0.7}, False),
+    "full-size-64": ("full", {**NEW, "image_size": 64}, False),
     "lpft": ("lpft", NEW, False),
+    "lpft-bn-frozen": ("lpft", {**NEW, "batchnorm": "frozen"}, False),
+    "full-bn-frozen": ("full", {**NEW, "batchnorm": "frozen"}, False),
+    "full-lr-0.3-bn-frozen": ("full", {**NEW, "backbone_lr_scale": 0.3, "batchnorm": "frozen"}, False),
     "scratch": ("scratch", NEW, False),  # lite0's architecture from random weights
     "scratch-smallcnn": ("scratch", {**NEW, "backbone": "smallcnn", "image_size": None}, False),  # graft's small CNN at 28x28
     "frozen": ("frozen", NEW, False),

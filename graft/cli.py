@@ -68,6 +68,13 @@ LayerDecay = Annotated[
     float | None,
     typer.Option(help="each transferred block learns this much slower than the next (default 1: all alike; timm's --layer-decay)"),
 ]
+BatchNorm = Annotated[
+    str | None,
+    typer.Option(
+        "--batchnorm",
+        help="frozen (pretrained BatchNorm statistics kept while their layers train, as Keras' fine-tuning guide does) or train (each batch's statistics): transfer strategies that train the backbone",
+    ),
+]
 ImageSize = Annotated[int | None, typer.Option(help="square input side in pixels (default: the backbone's own, 224 for lite0)")]
 Head = Annotated[str | None, typer.Option(help="linear or mlp")]
 Seed = Annotated[int | None, typer.Option(help="seed for the split, weights and shuffling")]
@@ -212,6 +219,7 @@ def fit(
     ema: Ema = None,
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
+    batchnorm: BatchNorm = None,
     device: Device = None,
     tta: FitTta = None,
     nproc: Nproc = 1,
@@ -226,7 +234,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, batchnorm=batchnorm, device=device, bad_images=bad_images,
         tta=tta,
     )  # fmt: skip
     _launch(nproc)
@@ -328,6 +336,7 @@ def compare(
     ema: Ema = None,
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
+    batchnorm: BatchNorm = None,
     device: Device = None,
     tta: FitTta = None,
     overwrite: Overwrite = False,
@@ -343,7 +352,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, device=device, tta=tta,
+        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, batchnorm=batchnorm, device=device, tta=tta,
     )  # fmt: skip
     results, metric = ranked(results)
     rows = [r.to_dict() for r in results]

@@ -125,11 +125,30 @@ def test_layer_decay_slows_each_earlier_block_and_leaves_no_parameter_out(strate
     model = GraftModel(SmallCNN(widths=(8, 16, 16)), 3)
     settings = TrainSettings(layer_decay=0.5)
     groups = get_strategy(strategy).phases(model, settings)[-1].groups
-    top = settings.lr * settings.backbone_lr_scale  # full's backbone and lpft's second phase alike
+    top = settings.lr * 0.1  # full's backbone and lpft's second phase alike: a tenth of the head's rate
     assert [g["lr"] for g in groups[:-1]] == pytest.approx([top * 0.25, top * 0.5, top])
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
     with pytest.raises(GraftError, match="--layer-decay 1.5"):
         TrainSettings(layer_decay=1.5).validate()
+
+
+def test_each_strategy_has_its_own_backbone_rate_and_the_setting_overrides_it() -> None:
+    """finetune's last blocks learn at the head's rate; full, lpft and --freeze-first (most of the network) at a tenth."""
+    model = GraftModel(SmallCNN(widths=(8, 16, 16)), 3)
+    settings = TrainSettings()
+
+    def rates(name: str, given: TrainSettings = settings, **options: int) -> set[float]:
+        return {g["lr"] for g in get_strategy(name, **options).phases(model, given)[-1].groups[:-1]}
+
+    assert rates("finetune") == rates("finetune", unfreeze=1) == {settings.lr}
+    assert rates("finetune", freeze_first=2) == rates("full") == rates("lpft") == {settings.lr * 0.1}
+    assert (
+        rates("finetune", TrainSettings(backbone_lr_scale=0.5))
+        == rates("full", TrainSettings(backbone_lr_scale=0.5))
+        == {settings.lr * 0.5}
+    )
+    backbone, _ = get_strategy("finetune").phases(model, settings)[0].groups
+    assert {id(p) for p in backbone["params"]} == {id(p) for block in model.backbone.blocks()[-2:] for p in block.parameters()}
 
 
 def test_a_resumed_run_continues_the_same_weight_average(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

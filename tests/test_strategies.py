@@ -91,3 +91,23 @@ def test_a_tiny_data_set_trains_with_default_settings(shapes: Path) -> None:
     model = GraftModel(SmallCNN(widths=(8, 16, 16)), num_classes=3)
     result = Trainer(TrainSettings()).fit(model, get_strategy("full"), split)
     assert 1 <= result.epochs <= TrainSettings().epochs
+
+
+def test_batchnorm_frozen_keeps_learnt_statistics_while_their_layers_train(shapes: Path) -> None:
+    """--batchnorm frozen: a transferred network's running statistics stay, its BatchNorm scale and shift still
+    learn; a network trained from scratch (initial statistics) normalises by its batches as usual."""
+    split = make_split(load_image_set(shapes), seed=0)
+    frozen = TrainSettings(epochs=2, batch_size=16, patience=5, batchnorm="frozen")
+    seed_everything(0)
+    model = GraftModel(SmallCNN(widths=(8, 16, 16)), num_classes=3)
+    Trainer(FAST).fit(model, get_strategy("scratch"), split)  # the "pretrained" source: statistics learnt
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Trainer(frozen).fit(model, get_strategy("full"), split)
+    changed = _backbone_changed(model, before)
+    statistics = [k for k in changed if k.endswith(("running_mean", "running_var"))]
+    assert statistics and not any(changed[k] for k in statistics)
+    assert all(changed[k] for k in changed if k.endswith(".weight"))  # convolutions and BatchNorm scales trained
+
+    model, before, _ = _fit("scratch", shapes, frozen)
+    changed = _backbone_changed(model, before)
+    assert all(changed[k] for k in changed if k.endswith(("running_mean", "running_var")))

@@ -40,9 +40,17 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    # transferred layers learn at the head's rate times this unless --backbone-lr-scale says otherwise: a tenth where
+    # training reaches the generic early layers, whose features a few hundred images should nudge, not replace
+    backbone_lr_scale: float = 0.1
 
     def prepare(self, model: GraftModel) -> None:
         """Change the model before training; most strategies keep the transferred weights as they are."""
+
+    def backbone_lr(self, settings: TrainSettings) -> float:
+        """The learning rate of the transferred layers: the setting's scale where given, else the strategy's own."""
+        scale = self.backbone_lr_scale if settings.backbone_lr_scale is None else settings.backbone_lr_scale
+        return settings.lr * scale
 
     @abstractmethod
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:

@@ -17,13 +17,13 @@ class Frozen(Strategy):
 
 
 class Full(Strategy):
-    """Train every layer; the backbone at ``lr * backbone_lr_scale`` so its transferred features survive."""
+    """Train every layer; the backbone at a tenth of the head's rate (:meth:`Strategy.backbone_lr`) so its transferred features survive."""
 
     name = "full"
     summary = "every layer trained, backbone at a lower learning rate"
 
     def phases(self, model: GraftModel, settings: TrainSettings) -> list[Phase]:
-        backbone = decayed_groups(model.backbone.blocks(), settings.lr * settings.backbone_lr_scale, settings.layer_decay)
+        backbone = decayed_groups(model.backbone.blocks(), self.backbone_lr(settings), settings.layer_decay)
         return [Phase("all", [*backbone, group([model.head], settings.lr)], settings.epochs)]
 
 

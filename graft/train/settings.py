@@ -13,6 +13,7 @@ from graft.inference import PRECISIONS, compile_mode, resolve
 from graft.model import HEADS
 
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+BATCHNORMS = ("frozen", "train")
 
 
 @dataclass
@@ -20,7 +21,9 @@ class TrainSettings:
     epochs: int = 10  # per phase; early stopping usually ends sooner
     batch_size: int = 64
     lr: float = 1e-3  # AdamW learning rate of the new head (and of every layer when training from scratch)
-    backbone_lr_scale: float = 0.1  # transferred layers learn this much slower than the head
+    # transferred layers learn at lr times this; None: the strategy's own (finetune --unfreeze N: 1, its top blocks learn
+    # at the head's rate; full, lpft and finetune --freeze-first: 0.1; docs/results.md, the fine-tuning recipe)
+    backbone_lr_scale: float | None = None
     layer_decay: float = 1.0  # each transferred block learns this much slower than the next (1: all alike; timm --layer-decay)
     weight_decay: float = 1e-4
     patience: int = 3  # stop a phase after this many epochs without a better validation score (graft.train.recipe)
@@ -29,6 +32,10 @@ class TrainSettings:
     head: str = "linear"  # linear | mlp (dense 128 + ReLU + dropout + dense)
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
     label_smoothing: float = 0.0
+    # frozen: BatchNorm layers keep their pretrained running statistics even in layers that train (scale and shift
+    # still learn; Keras' fine-tuning guide's training=False; graft.train.trainer.pretrained_batchnorms) | train:
+    # BatchNorm in trained layers normalises by each batch and updates its running statistics
+    batchnorm: str = "frozen"
     image_size: int | None = None  # square input side in pixels; None: the backbone's own (224 for lite0)
     # also evaluate a moving average of the weights (True: decay 0.999, warmed up), kept where it scores better; off by
     # default: under OneCycle's annealing it was never better than the best epoch (docs/results.md, the fine-tuning recipe)
@@ -54,7 +61,8 @@ class TrainSettings:
         _check(self.epochs, int, "--epochs", minimum=1)
         _check(self.batch_size, int, "--batch-size", minimum=1)
         _check(self.lr, float, "--lr", above=0)
-        _check(self.backbone_lr_scale, float, "backbone_lr_scale", minimum=0)
+        if self.backbone_lr_scale is not None:
+            _check(self.backbone_lr_scale, float, "backbone_lr_scale", minimum=0)
         _check(self.layer_decay, float, "--layer-decay", above=0)
         if self.layer_decay > 1:
             raise GraftError(f"--layer-decay {self.layer_decay} is out of range; give a value in (0, 1] (1: every block alike)")
@@ -77,6 +85,7 @@ class TrainSettings:
         _choice(self.head, HEADS, "--head")
         _choice(self.precision, PRECISIONS, "--precision")
         _choice(self.class_weight, CLASS_WEIGHTS, "--class-weight")
+        _choice(self.batchnorm, BATCHNORMS, "--batchnorm")
         if self.precision == "int8" and compile_mode() == "off":
             raise GraftError(
                 "--precision int8 runs through a compiled network; drop --compile off (or GRAFT_COMPILE=off), or choose bf16 or fp32"

@@ -10,7 +10,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,12 +56,13 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def apply_freezing(model: GraftModel, phase: Phase) -> None:
+def apply_freezing(model: GraftModel, phase: Phase, keep: Collection[nn.Module] = ()) -> None:
     """Make exactly the phase's parameters trainable; put layers with nothing to train in eval mode.
 
     Frozen BatchNorm layers must not update their running statistics (Keras' ``training=False``), and
     frozen dropout must not drop: any backbone stage, and any BatchNorm layer, with no trainable
-    parameter runs in inference mode while the rest of the model trains.
+    parameter runs in inference mode while the rest of the model trains. BatchNorm layers in ``keep``
+    (:func:`pretrained_batchnorms`, under ``--batchnorm frozen``) stay in inference mode even where they train.
     """
     trainable = {id(p) for g in phase.groups for p in g["params"]}
     for p in model.parameters():
@@ -70,9 +71,31 @@ def apply_freezing(model: GraftModel, phase: Phase) -> None:
     for stage in model.backbone.blocks():
         if not any(p.requires_grad for p in stage.parameters()):
             stage.eval()
+    kept = {id(m) for m in keep}
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+            id(module) in kept or not any(p.requires_grad for p in module.parameters())
+        ):
             module.eval()
+
+
+def pretrained_batchnorms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers whose running statistics were learnt (not the initial zero mean and unit variance).
+
+    ``--batchnorm frozen`` keeps these in inference mode while their layers train: a few hundred images far
+    from the source data give batch statistics unlike the running ones every later layer was trained on
+    (Keras' fine-tuning guide runs the base model with ``training=False`` for this reason), and a head
+    fitted on the frozen features (LP-FT's probe) would meet different features from the first step. Layers
+    with initial statistics (a network trained from scratch, random weights) have nothing to keep, so
+    they normalise by their batches as usual. Asked once, before training and before a checkpoint is loaded.
+    """
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.running_mean is not None
+        and not (bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all()))
+    ]
 
 
 @dataclass
@@ -187,6 +210,7 @@ class Trainer:
         model.to(device)  # before the optimizer is built: it keeps state beside each parameter, on its device
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         phases = strategy.phases(model, self.settings)
+        self._kept_norms = pretrained_batchnorms(model) if self.settings.batchnorm == "frozen" else []  # before a checkpoint loads
         trained = {id(p): p.numel() for phase in phases for g in phase.groups for p in g["params"]}
         self._phase_names = [phase.name for phase in phases]
         self._decoded = DecodedImages()  # images decoded once for the whole run, every phase (graft.data.decoded)
@@ -257,7 +281,7 @@ class Trainer:
         """The module to step and its train/val batches: the head on cached features, or the whole model."""
         s, pre, root = self.settings, model.backbone.preprocessing, Path(split.root)
         pinned = pin_memory(module_device(model))
-        apply_freezing(model, phase)
+        apply_freezing(model, phase, self._kept_norms)
         if not model.backbone_trains() and (s.augment == "none" or phase.cached):
             cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
@@ -321,7 +345,7 @@ class Trainer:
         while progress.epoch < phase.epochs and progress.stale < s.patience:
             tick, epoch = time.perf_counter(), progress.epoch + 1
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
-            module.train() if module is not model else apply_freezing(model, phase)
+            module.train() if module is not model else apply_freezing(model, phase, self._kept_norms)
             batches = self._until_stopped(track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train)))
             stats = train_epoch(stepped, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             stats = EpochStats(*distributed.mean(stats.loss, stats.accuracy))  # this rank's shard: the mean of equal shards
