@@ -111,12 +111,22 @@ def test_trivial_augment_changes_images_and_only_trivial_flip_mirrors() -> None:
 
 def test_image_size_sets_the_input_the_run_trains_and_predicts_at(shapes: Path, tmp_path: Path) -> None:
     run = graft.fit(
-        str(shapes), backbone="smallcnn", strategy="full", epochs=1, batch_size=16, image_size=20, out=tmp_path / "run", report=False
+        str(shapes),
+        backbone="smallcnn",
+        strategy="full",
+        epochs=1,
+        batch_size=16,
+        image_size=20,
+        batchnorm="train",
+        out=tmp_path / "run",
+        report=False,
     )
-    assert json.loads((run.path / "config.json").read_text())["preprocessing"]["input_size"] == [1, 20, 20]
+    config = json.loads((run.path / "config.json").read_text())
+    assert config["preprocessing"]["input_size"] == [1, 20, 20] and config["fit"]["settings"]["batchnorm"] == "train"
     assert run.predict(shapes / "ring" / "000.png")[0].top
     assert_user_error(cli("fit", str(shapes), "--image-size", "8", "--out", str(tmp_path / "bad")), "--image-size 8 is out of range")
     assert_user_error(cli("fit", str(shapes), "--ema", "often", "--out", str(tmp_path / "bad")), "--ema 'often'")
+    assert_user_error(cli("fit", str(shapes), "--batchnorm", "batch", "--out", str(tmp_path / "bad")), "unknown --batchnorm 'batch'")
     assert not (tmp_path / "bad").exists()
 
 
