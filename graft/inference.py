@@ -142,7 +142,7 @@ class _Runner:
     too and goes back to eager unless they beat the eager two (two of the first, built on the second).
     ``--compile on`` and ``--precision int8`` build on the first batch and keep the copy. The copy is
     specialised to one batch size; a shorter last batch is padded with zeros (the module is in eval mode:
-    images do not affect each other).
+    images do not affect each other), except for ONNX Runtime's, whose batch dimension is free.
     """
 
     def __init__(self, module: nn.Module, batches: int | None, precision: str) -> None:
@@ -159,14 +159,16 @@ class _Runner:
         self.reference = 0.0  # the eager seconds two of the copy's batches must beat (auto): set when it is built
         self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.size = 0  # the copy's batch size; set on the one attempt to build it, so a failure is not retried
+        self.any_size = False  # ONNX Runtime's copy has a free batch dimension: a short last batch runs unpadded
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         built = self._build(x) if self.size == 0 and self._due() else None
         start = time.perf_counter()
         if built is not None:
             out = built
-        elif self.fast is not None and x.shape[0] <= self.size:
-            padded = torch.cat([x, x.new_zeros((self.size - x.shape[0], *x.shape[1:]))]) if x.shape[0] < self.size else x
+        elif self.fast is not None and (self.any_size or x.shape[0] <= self.size):
+            short = not self.any_size and x.shape[0] < self.size
+            padded = torch.cat([x, x.new_zeros((self.size - x.shape[0], *x.shape[1:]))]) if short else x
             out = self.fast(to_channels_last(padded))[: x.shape[0]]
             self._judge(time.perf_counter() - start)
         else:
@@ -234,7 +236,7 @@ class _Runner:
                 _warn("ONNX Runtime", exc, "--compile off")
             else:
                 log("this pass runs through ONNX Runtime (fp32: this CPU has no native bf16)", style="dim")
-                self.fast = network
+                self.fast, self.any_size = network, True
                 return outputs
         if self.mode == "on" or (self.mode == "auto" and self._long()):
             compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})

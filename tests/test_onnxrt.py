@@ -33,7 +33,7 @@ def test_an_onnxruntime_copy_computes_what_eager_fp32_computes(make: Callable[[]
 @pytest.fixture
 def fp32_cpu(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A CPU without native bf16 (auto computes in fp32) and ONNX Runtime's threshold at 0 s of eager work; the
-    batch sizes ONNX Runtime copies were built on (the real exporter runs)."""
+    batch sizes ONNX Runtime copies were built on (the real exporter runs), then the sizes each copy ran."""
     monkeypatch.setattr(inference, "native_bf16", lambda: False)
     monkeypatch.setattr(inference, "ONNXRUNTIME_AFTER_SECONDS", 0.0)
     monkeypatch.setenv("GRAFT_COMPILE", "auto")
@@ -42,7 +42,13 @@ def fp32_cpu(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def session(module: torch.nn.Module, example: torch.Tensor):
         built.append(example.shape[0])
-        return real(module, example)
+        network = real(module, example)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            built.append(x.shape[0])
+            return network(x)
+
+        return run
 
     monkeypatch.setattr(onnxrt, "session", session)
     return built
@@ -56,8 +62,17 @@ def test_auto_runs_a_pass_through_onnxruntime_where_the_cpu_computes_in_fp32(
     eager, _ = forward_all(backbone, batches, "fp32")
     assert fp32_cpu == []  # --precision fp32 asks for plain eager torch
     outputs, fast = _drive(backbone, batches, len(batches), "auto")
-    assert fp32_cpu == [4] and fast[:3] == [False, True, True]  # judged against the first batch on the 4th
+    assert fp32_cpu[:2] == [4, 4] and fast[:3] == [False, True, True]  # built and run on the 2nd; judged on the 4th
     assert "this pass runs through ONNX Runtime" in capsys.readouterr().err
+    torch.testing.assert_close(outputs, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_short_last_batch_runs_through_onnxruntime_unpadded(fp32_cpu: list[int]) -> None:
+    """Its batch dimension is free: the last 3 images cost 3 images' work, not a padded batch of 4."""
+    backbone, batches = _smallcnn((4, 4, 3))
+    eager, _ = forward_all(backbone, batches, "fp32")
+    outputs, fast = _drive(backbone, batches, len(batches), "auto")
+    assert fast == [False, True, True] and fp32_cpu == [4, 4, 3]  # built on the 2nd batch, which it ran; then 3 images
     torch.testing.assert_close(outputs, eager, rtol=1e-4, atol=1e-5)
 
 
