@@ -90,15 +90,16 @@ def resolve(precision: str, device: str | torch.device = "cpu") -> str:
     return precision
 
 
-def autocast(precision: str, device: str | torch.device = "cpu") -> AbstractContextManager:
-    """Autocast on ``device`` for ``precision`` (weights stay fp32; the optimizer steps in fp32).
+def floating(precision: str, device: str | torch.device = "cpu") -> str:
+    """The floating-point precision ``precision`` trains in: ``int8`` quantizes forward passes of whole networks
+    only, so training steps, and the layers an int8 network keeps in floating point, run as ``auto`` would."""
+    return resolve("auto" if precision == "int8" else precision, torch.device(device).type)
 
-    ``int8`` quantizes forward passes of whole networks only; training steps, and the layers an int8
-    network keeps in floating point, run as ``auto`` would.
-    """
-    kind = torch.device(device).type
-    floating = resolve("auto" if precision == "int8" else precision, kind)
-    return torch.autocast(kind, dtype=_AUTOCAST.get(floating, torch.bfloat16), enabled=floating in _AUTOCAST)
+
+def autocast(precision: str, device: str | torch.device = "cpu") -> AbstractContextManager:
+    """Autocast on ``device`` for ``precision``'s floating point (:func:`floating`; weights stay fp32, the optimizer steps in fp32)."""
+    kind = floating(precision, device)
+    return torch.autocast(torch.device(device).type, dtype=_AUTOCAST.get(kind, torch.bfloat16), enabled=kind in _AUTOCAST)
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:

@@ -36,3 +36,18 @@ class GraftModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone_trains()):
             features = self.backbone(x)
         return self.head(features)
+
+
+class PrefixFed(nn.Module):
+    """The backbone's trained blocks and the head, fed the output of its frozen first blocks (:mod:`graft.backbones.prefix`).
+
+    It shares ``rest``'s and ``head``'s modules with the :class:`GraftModel` they come from: stepping it
+    trains that model.
+    """
+
+    def __init__(self, rest: nn.Module, head: nn.Module):
+        super().__init__()
+        self.rest, self.head = rest, head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rest(features))

@@ -1,8 +1,9 @@
 """The trainer: runs a strategy's phases on a split, with early stopping and per-epoch metrics.
 
 It knows nothing about particular strategies. For each phase it freezes every parameter outside the
-phase's groups, keeps frozen BatchNorm layers in inference mode, and, when the backbone is frozen and the
-training images are not augmented, runs the backbone once per image and trains the head on the features.
+phase's groups, keeps frozen BatchNorm layers in inference mode, and, when the training images are not
+augmented, runs the frozen part once per image: the whole backbone when it is frozen (the head trains on
+cached features), its frozen first blocks when only the last ones train (:mod:`graft.backbones.prefix`).
 """
 
 import copy
@@ -22,16 +23,17 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from graft import distributed, features
 from graft.atomic import append_line, write_text
+from graft.backbones.prefix import frozen_blocks, split_frozen_prefix
 from graft.console import track
 from graft.data.decoded import DecodedImages
 from graft.data.loader import make_loader
 from graft.data.split import Split
 from graft.device import module_device, pin_memory, resolve_device
 from graft.errors import GraftError
-from graft.inference import forward_all, grad_scaler, prepare
+from graft.inference import floating, forward_all, grad_scaler, prepare
 from graft.interrupt import deferred_interrupts
 from graft.metrics import is_imbalanced
-from graft.model import GraftModel
+from graft.model import GraftModel, PrefixFed
 from graft.strategies.base import Phase, Strategy
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
@@ -286,11 +288,9 @@ class Trainer:
             cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
-            generator, sampler = torch.Generator().manual_seed(s.seed), distributed.sampler(parts[0], s.seed)
-            batch = distributed.local_batch(s.batch_size)
-            train = DataLoader(parts[0], batch, shuffle=sampler is None, sampler=sampler, generator=generator, pin_memory=pinned)
-            val_rows = distributed.shard(range(len(parts[1])))  # this rank's unpadded share, gathered after the pass
-            return model.head, train, DataLoader(parts[1], batch_size=s.batch_size, sampler=val_rows, pin_memory=pinned)
+            return model.head, *self._tensor_loaders(parts, pinned)
+        if s.augment == "none" and (fed := self._prefix_fed(model, split)) is not None:
+            return fed
         train = make_loader(
             root,
             split.train,
@@ -309,6 +309,49 @@ class Trainer:
         if line := self._decoded.summary():
             self.log(line)
         return model, train, val
+
+    def _tensor_loaders(self, parts: list[TensorDataset], pinned: bool) -> tuple[DataLoader, DataLoader]:
+        """Training and validation batches of precomputed inputs, shuffled and sharded as the image loaders are."""
+        s = self.settings
+        generator, sampler = torch.Generator().manual_seed(s.seed), distributed.sampler(parts[0], s.seed)
+        batch = distributed.local_batch(s.batch_size)
+        train = DataLoader(parts[0], batch, shuffle=sampler is None, sampler=sampler, generator=generator, pin_memory=pinned)
+        val_rows = distributed.shard(range(len(parts[1])))  # this rank's unpadded share, gathered after the pass
+        return train, DataLoader(parts[1], batch_size=s.batch_size, sampler=val_rows, pin_memory=pinned)
+
+    def _prefix_fed(self, model: GraftModel, split: Split) -> tuple[nn.Module, DataLoader, DataLoader] | None:
+        """Where the first blocks are frozen and the images not augmented: their output computed once per image,
+        and only the blocks after them (and the head) run each epoch; ``None`` where the backbone cannot be cut.
+
+        The outputs are held in memory, within what the decoded images leave of their bound
+        (``GRAFT_DECODE_CACHE_MB``: :mod:`graft.data.decoded`); where they would not fit, every epoch runs the
+        whole backbone, as before. They are what the frozen blocks compute in the run's precision, so each
+        step sees the same numbers it would have computed itself.
+        """
+        frozen, blocks = frozen_blocks(model.backbone), len(model.backbone.blocks())
+        cut = split_frozen_prefix(model.backbone, frozen)
+        if cut is None:
+            return None
+        prefix, rest = cut
+        s, pre, device = self.settings, model.backbone.preprocessing, module_device(model)
+        prefix.eval()  # frozen blocks: inference mode (apply_freezing sets the modes again before each epoch)
+        with torch.no_grad():
+            per_image = prefix(torch.zeros(1, *pre.input_size, device=device)).numel() * 4  # held in fp32
+        need, room = per_image * (len(split.train) + len(split.val)), self._decoded.budget * 2**20 - self._decoded.used
+        if need > room:
+            self.log(
+                f"the frozen blocks' outputs ({need / 2**20:,.0f} MB) do not fit in memory (GRAFT_DECODE_CACHE_MB): every epoch runs them"
+            )
+            return None
+        parts = []
+        for samples in (split.train, split.val):
+            loader = make_loader(Path(split.root), samples, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pin_memory(device))
+            parts.append(TensorDataset(*forward_all(prefix, loader, floating(s.precision, device))))
+        self.log(
+            f"the {frozen} frozen blocks of {blocks} run once per image ({len(split.train) + len(split.val):,} images, "
+            f"{need / 2**20:,.0f} MB in memory): each epoch runs the last {blocks - frozen} and the head"
+        )
+        return PrefixFed(rest, model.head), *self._tensor_loaders(parts, pin_memory(device))
 
     def _run_phase(
         self, model: GraftModel, phase: Phase, split: Split, strategy: str, progress: Progress, resume: dict[str, Any] | None, start: float
@@ -345,7 +388,7 @@ class Trainer:
         while progress.epoch < phase.epochs and progress.stale < s.patience:
             tick, epoch = time.perf_counter(), progress.epoch + 1
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
-            module.train() if module is not model else apply_freezing(model, phase, self._kept_norms)
+            module.train() if module is model.head else apply_freezing(model, phase, self._kept_norms)
             batches = self._until_stopped(track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train)))
             stats = train_epoch(stepped, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             stats = EpochStats(*distributed.mean(stats.loss, stats.accuracy))  # this rank's shard: the mean of equal shards
@@ -397,9 +440,10 @@ class Trainer:
             return False
         progress.best = {"epoch": progress.epoch, "of": of, "metric": current.metric, "loss": current.loss}
         state = copy.deepcopy(model.state_dict())
-        if averaged is not None:
-            prefix = next(name for name, m in model.named_modules() if m is module)
-            state.update({f"{prefix}.{k}" if prefix else k: v.detach().clone() for k, v in averaged.weights().items()})
+        if averaged is not None:  # the average's tensors under the model's names (module may be a part of it, or PrefixFed)
+            name = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+            own = module.state_dict(keep_vars=True)
+            state.update({name[id(own[k])]: v.detach().clone() for k, v in averaged.weights().items()})
         progress.best_state = state
         return True
 

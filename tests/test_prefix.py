@@ -1,0 +1,110 @@
+"""The frozen prefix computed once (graft.backbones.prefix): where it cuts, that it computes what the backbone
+computes, and that training on it learns what training through the whole backbone learns."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from graft.backbones import SmallCNN
+from graft.backbones.base import Backbone
+from graft.backbones.prefix import frozen_blocks, split_frozen_prefix
+from graft.data.sources import load_image_set
+from graft.data.split import make_split
+from graft.model import GraftModel, PrefixFed
+from graft.strategies import get_strategy
+from graft.train.recipe import Score, WeightAverage
+from graft.train.settings import TrainSettings
+from graft.train.trainer import Progress, Trainer, seed_everything
+from tests.test_timm_backbones import tiny
+
+
+def _train_last(backbone: Backbone, n: int) -> Backbone:
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    for block in backbone.blocks()[-n:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    return backbone
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: tiny("tf_efficientnet_lite0"), lambda: tiny("resnet18"), lambda: tiny("convnext_atto"), lambda: SmallCNN(widths=(8, 16, 16))],
+)
+def test_a_backbone_splits_before_its_first_trained_block_into_parts_that_share_its_weights(make) -> None:
+    torch.manual_seed(0)
+    backbone = _train_last(make(), 2)
+    frozen = frozen_blocks(backbone)
+    assert frozen == len(backbone.blocks()) - 2
+    prefix, rest = split_frozen_prefix(backbone, frozen)
+    backbone.eval()
+    x = torch.randn(3, *backbone.preprocessing.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(rest(prefix(x)), backbone(x))
+    trained = {id(p) for p in backbone.parameters() if p.requires_grad}
+    assert {id(p) for p in rest.parameters()} >= trained  # the very tensors the optimizer steps: nothing copied
+    assert not any(p.requires_grad for p in prefix.parameters())
+    assert split_frozen_prefix(backbone, 0) is None and split_frozen_prefix(backbone, len(backbone.blocks())) is None
+
+
+class SkipAcross(Backbone):
+    """Two blocks and a connection from the image past both: no single value crosses the cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.num_features, self.preprocessing, self.spec = 4, SmallCNN().preprocessing, {}
+
+    def blocks(self) -> list[nn.Module]:
+        return [self.first, self.second]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.second(self.first(x)) + x).mean((2, 3))
+
+
+def test_a_connection_across_the_cut_leaves_the_backbone_whole() -> None:
+    assert split_frozen_prefix(_train_last(SkipAcross(), 1), 1) is None
+
+
+def _finetune(shapes: Path, settings: TrainSettings) -> tuple[GraftModel, list[str], int]:
+    """finetune --unfreeze 1 on a small resnet18; the log, and how many images its stem convolution saw."""
+    split = make_split(load_image_set(shapes), seed=0)
+    seed_everything(0)
+    model = GraftModel(tiny("resnet18"), num_classes=3)
+    seen, lines = [0], []
+    model.backbone.model.conv1.register_forward_hook(lambda module, inputs, output: seen.__setitem__(0, seen[0] + output.shape[0]))
+    Trainer(settings, log=lines.append).fit(model, get_strategy("finetune", unfreeze=1), split)
+    return model, lines, seen[0]
+
+
+def test_finetune_without_augmentation_runs_the_frozen_blocks_once_and_learns_the_same_weights(
+    shapes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = TrainSettings(epochs=3, batch_size=16, patience=5, precision="fp32")
+    images = 48  # shapes' 60 images: 36 training and 12 validation ones (make_split's seeded 60/20/20)
+    cached, lines, once = _finetune(shapes, settings)
+    assert any("frozen blocks of 5 run once per image (48 images" in line for line in lines)
+    assert once < images + 10  # each image once, and a few random ones checking the cut
+    monkeypatch.setenv("GRAFT_DECODE_CACHE_MB", "0")  # no memory to hold the outputs: every epoch runs the whole backbone
+    whole, lines, every = _finetune(shapes, settings)
+    assert any("do not fit in memory" in line for line in lines) and every >= settings.epochs * images
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(cached.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_the_weight_average_of_the_fed_part_is_kept_under_the_models_own_names() -> None:
+    torch.manual_seed(0)
+    model = GraftModel(_train_last(SmallCNN(widths=(8, 16, 16)), 1), num_classes=3)
+    _, rest = split_frozen_prefix(model.backbone, frozen_blocks(model.backbone))
+    fed = PrefixFed(rest, model.head)
+    averaged = WeightAverage(fed, 0.9)
+    with torch.no_grad():
+        for p in averaged.module.parameters():
+            p.add_(1.0)  # the average now differs from the weights
+    progress = Progress(epoch=1)
+    assert Trainer._keep_best(model, fed, progress, "ema", Score(0.5, 1.0), averaged)
+    for name, p in model.named_parameters():
+        expected = p + 1.0 if p.requires_grad else p  # the trained block and the head from the average, the rest as they are
+        torch.testing.assert_close(progress.best_state[name], expected.detach(), msg=name)
