@@ -1,6 +1,6 @@
 """The frozen prefix computed once: a ``finetune`` epoch with it against the same epoch through the whole backbone.
 
-graft's default ``finetune`` (lite0, the last two blocks, no augmentation) on fashion 5-9 at 100 training
+``finetune --unfreeze 2`` (lite0, the last two blocks, no augmentation) on fashion 5-9 at 100 training
 images a class (validation capped at 50 a class), fitted twice per round in one process: once as graft
 does now (the frozen stem and first five stages run once per image, :mod:`graft.backbones.prefix`) and
 once with the split refused, so every epoch runs the whole backbone, as before. Rounds alternate the order,
@@ -32,7 +32,9 @@ def fit(split: Any, epochs: int, prefix: bool, out: Path) -> dict[str, Any]:
     if not prefix:
         trainer.split_frozen_prefix = lambda backbone, frozen: None  # type: ignore[assignment]
     try:
-        run = api.fit("fashion", classes="5-9", strategy="finetune", split=split, epochs=epochs, out=out, overwrite=True, report=False)
+        run = api.fit(
+            "fashion", classes="5-9", strategy="finetune", unfreeze=2, split=split, epochs=epochs, out=out, overwrite=True, report=False
+        )
     finally:
         trainer.split_frozen_prefix = real  # type: ignore[assignment]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -47,7 +47,10 @@ Weights = Annotated[
 ]
 Layer = Annotated[int | None, typer.Option(help="cut a timm backbone after this stage (0 = stem, -1 = last), features averaged over space")]
 Unfreeze = Annotated[
-    int | None, typer.Option(help="finetune: train the last N blocks, in timm's stage structure (resnet: stem, layer1..layer4); default 1")
+    int | None,
+    typer.Option(
+        help="finetune: train the last N blocks, in timm's stage structure (resnet: stem, layer1..layer4); default: the last half"
+    ),
 ]
 FreezeFirst = Annotated[
     int | None,

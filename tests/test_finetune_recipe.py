@@ -1,6 +1,7 @@
 """The fine-tuning recipe: the epoch kept is the best on the validation metric, and a weight average competes for it."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from graft.errors import GraftError, Interrupted
 from graft.inference import forward_all
 from graft.model import GraftModel
 from graft.strategies import get_strategy
+from graft.strategies.transfer import DEFAULT_SHARE
 from graft.train.recipe import EMA_WARMUP_POWER, Score, WeightAverage, score, selection_metric
 from graft.train.settings import TrainSettings
 from graft.train.trainer import Trainer, seed_everything
@@ -135,7 +137,7 @@ def test_layer_decay_slows_each_earlier_block_and_leaves_no_parameter_out(strate
     model = GraftModel(SmallCNN(widths=(8, 16, 16)), 3)
     settings = TrainSettings(layer_decay=0.5)
     groups = get_strategy(strategy).phases(model, settings)[-1].groups
-    top = settings.lr * 0.1  # full's backbone and lpft's second phase alike: a tenth of the head's rate
+    top = settings.lr * get_strategy(strategy).backbone_lr_scale  # full: the head's rate; lpft's second phase: a tenth of it
     assert [g["lr"] for g in groups[:-1]] == pytest.approx([top * 0.25, top * 0.5, top])
     assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters()}
     with pytest.raises(GraftError, match="--layer-decay 1.5"):
@@ -143,22 +145,28 @@ def test_layer_decay_slows_each_earlier_block_and_leaves_no_parameter_out(strate
 
 
 def test_each_strategy_has_its_own_backbone_rate_and_the_setting_overrides_it() -> None:
-    """finetune's last blocks learn at the head's rate; full, lpft and --freeze-first (most of the network) at a tenth."""
+    """finetune's last blocks and full learn at the head's rate; lpft and --freeze-first at a tenth."""
     model = GraftModel(SmallCNN(widths=(8, 16, 16)), 3)
     settings = TrainSettings()
 
     def rates(name: str, given: TrainSettings = settings, **options: int) -> set[float]:
         return {g["lr"] for g in get_strategy(name, **options).phases(model, given)[-1].groups[:-1]}
 
-    assert rates("finetune") == rates("finetune", unfreeze=1) == {settings.lr}
-    assert rates("finetune", freeze_first=2) == rates("full") == rates("lpft") == {settings.lr * 0.1}
+    assert rates("finetune") == rates("finetune", unfreeze=1) == rates("full") == {settings.lr}
+    assert rates("finetune", freeze_first=2) == rates("lpft") == {settings.lr * 0.1}
     assert (
         rates("finetune", TrainSettings(backbone_lr_scale=0.5))
         == rates("full", TrainSettings(backbone_lr_scale=0.5))
         == {settings.lr * 0.5}
     )
-    backbone, _ = get_strategy("finetune").phases(model, settings)[0].groups
-    assert {id(p) for p in backbone["params"]} == {id(p) for block in model.backbone.blocks()[-2:] for p in block.parameters()}
+    for widths, half in (((8, 16, 16, 16, 16), 3), ((8, 16, 16, 16), 2), ((8,), 1)):  # the last half of the blocks, rounded up
+        model = GraftModel(SmallCNN(widths=widths), 3)
+        backbone, _ = get_strategy("finetune").phases(model, settings)[0].groups
+        assert math.ceil(len(widths) * DEFAULT_SHARE) == half
+        assert {id(p) for p in backbone["params"]} == {id(p) for block in model.backbone.blocks()[-half:] for p in block.parameters()}
+    model = GraftModel(SmallCNN(widths=(8, 16)), 3)
+    with pytest.raises(GraftError, match="--unfreeze 3 is more than the backbone's 2 blocks"):
+        get_strategy("finetune", unfreeze=3).phases(model, settings)  # asked for explicitly: an error, not a silent cap
 
 
 def test_a_resumed_run_continues_the_same_weight_average(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

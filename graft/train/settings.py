@@ -21,8 +21,8 @@ class TrainSettings:
     epochs: int = 10  # per phase; early stopping usually ends sooner
     batch_size: int = 64
     lr: float = 1e-3  # AdamW learning rate of the new head (and of every layer when training from scratch)
-    # transferred layers learn at lr times this; None: the strategy's own (finetune --unfreeze N: 1, its top blocks learn
-    # at the head's rate; full, lpft and finetune --freeze-first: 0.1; docs/results.md, the fine-tuning recipe)
+    # transferred layers learn at lr times this; None: the strategy's own (finetune's last blocks and full: 1, the head's
+    # rate; lpft and finetune --freeze-first: 0.1; docs/results.md, the fine-tuning recipe)
     backbone_lr_scale: float | None = None
     layer_decay: float = 1.0  # each transferred block learns this much slower than the next (1: all alike; timm --layer-decay)
     weight_decay: float = 1e-4
