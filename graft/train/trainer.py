@@ -289,7 +289,7 @@ class Trainer:
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
             return model.head, *self._tensor_loaders(parts, pinned)
-        if s.augment == "none" and (fed := self._prefix_fed(model, split)) is not None:
+        if s.augment == "none" and (fed := self._prefix_fed(model, split, pinned)) is not None:
             return fed
         train = make_loader(
             root,
@@ -319,7 +319,7 @@ class Trainer:
         val_rows = distributed.shard(range(len(parts[1])))  # this rank's unpadded share, gathered after the pass
         return train, DataLoader(parts[1], batch_size=s.batch_size, sampler=val_rows, pin_memory=pinned)
 
-    def _prefix_fed(self, model: GraftModel, split: Split) -> tuple[nn.Module, DataLoader, DataLoader] | None:
+    def _prefix_fed(self, model: GraftModel, split: Split, pinned: bool) -> tuple[nn.Module, DataLoader, DataLoader] | None:
         """Where the first blocks are frozen and the images not augmented: their output computed once per image,
         and only the blocks after them (and the head) run each epoch; ``None`` where the backbone cannot be cut.
 
@@ -337,7 +337,8 @@ class Trainer:
         prefix.eval()  # frozen blocks: inference mode (apply_freezing sets the modes again before each epoch)
         with torch.no_grad():
             per_image = prefix(torch.zeros(1, *pre.input_size, device=device)).numel() * 4  # held in fp32
-        need, room = per_image * (len(split.train) + len(split.val)), self._decoded.budget * 2**20 - self._decoded.used
+        images = len(split.train) + len(split.val)
+        need, room = per_image * images, self._decoded.budget * 2**20 - self._decoded.used
         if need > room:
             self.log(
                 f"the frozen blocks' outputs ({need / 2**20:,.0f} MB) do not fit in memory (GRAFT_DECODE_CACHE_MB): every epoch runs them"
@@ -345,13 +346,13 @@ class Trainer:
             return None
         parts = []
         for samples in (split.train, split.val):
-            loader = make_loader(Path(split.root), samples, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pin_memory(device))
+            loader = make_loader(Path(split.root), samples, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
             parts.append(TensorDataset(*forward_all(prefix, loader, floating(s.precision, device))))
         self.log(
-            f"the {frozen} frozen blocks of {blocks} run once per image ({len(split.train) + len(split.val):,} images, "
+            f"the {frozen} frozen blocks of {blocks} run once per image ({images:,} images, "
             f"{need / 2**20:,.0f} MB in memory): each epoch runs the last {blocks - frozen} and the head"
         )
-        return PrefixFed(rest, model.head), *self._tensor_loaders(parts, pin_memory(device))
+        return PrefixFed(rest, model.head), *self._tensor_loaders(parts, pinned)
 
     def _run_phase(
         self, model: GraftModel, phase: Phase, split: Split, strategy: str, progress: Progress, resume: dict[str, Any] | None, start: float
