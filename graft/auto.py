@@ -55,6 +55,7 @@ from graft.errors import GraftError, Interrupted
 from graft.evaluation import logits_of
 from graft.features import cached_features
 from graft.inference import autocast, prepare, to_channels_last
+from graft.interrupt import deferred_interrupts
 from graft.metrics import classification_report
 from graft.model import GraftModel
 from graft.outdir import prepare_out
@@ -567,7 +568,8 @@ def auto(
     search.test_size = len(split.test)
     interrupted = False
     try:
-        search.run()
+        with deferred_interrupts():  # Ctrl-C lands at the next batch of training or of a pass, never lost in between
+            search.run()
     except KeyboardInterrupt:
         interrupted = True
         for entry in search.entries:

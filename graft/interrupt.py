@@ -38,9 +38,13 @@ def check() -> None:
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Defer SIGINT to the next :func:`check` while the body runs (main thread only: signals go there)."""
+    """Defer SIGINT to the next :func:`check` while the body runs (main thread only: signals go there).
+
+    Nested blocks defer to the outermost one, which alone clears and acts on a pending Ctrl-C: an inner block
+    (a trainer inside ``graft auto``) must not forget one pressed before it began.
+    """
     global _requested
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _request:
         yield
         return
     _requested = False

@@ -33,3 +33,18 @@ def test_a_second_ctrl_c_interrupts_at_once() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
         pytest.fail("the second Ctrl-C did not interrupt")
+
+
+def test_a_ctrl_c_before_an_inner_block_is_acted_on_inside_it() -> None:
+    """``graft auto`` defers around its whole search and each trainer defers again inside: a Ctrl-C pressed
+    between candidates must reach the next trainer's check, not be cleared when that trainer begins."""
+    before = signal.getsignal(signal.SIGINT)
+    reached = []
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)  # between candidates
+        with deferred_interrupts():  # a trainer starts
+            reached.append("inner block entered")
+            check()
+            reached.append("after check")
+    assert reached == ["inner block entered"]
+    assert signal.getsignal(signal.SIGINT) is before
