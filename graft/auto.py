@@ -63,6 +63,7 @@ from graft.report.metrics import LEADERBOARD
 from graft.rundir import METRICS
 from graft.sources import create_backbone
 from graft.strategies import get_strategy
+from graft.strategies.transfer import DEFAULT_SHARE
 from graft.train.recipe import selection_metric
 from graft.train.trainer import Trainer, TrainResult, seed_everything
 from graft.transferability import logme
@@ -315,9 +316,9 @@ class Search:
             seconds += epochs * (train * speed.train(share) + val * speed.forward) * self.calibration
         return seconds
 
-    def affordable(self, candidate: Candidate, want: int) -> int:
-        """The most epochs, up to ``want``, the candidate can run and still leave the finishing reserve; 0 if none."""
-        room = self.clock.left() - self.reserve(candidate.backbone)
+    def affordable(self, candidate: Candidate, want: int, left: float) -> int:
+        """The most epochs, up to ``want``, the candidate can run in ``left`` seconds and still leave the finishing reserve; 0 if none."""
+        room = left - self.reserve(candidate.backbone)
         return next((e for e in range(want, 0, -1) if self.estimate(candidate, e) <= room), 0)
 
     # --- the search ---------------------------------------------------------------------------------------
@@ -409,21 +410,22 @@ class Search:
         return sorted(scores, key=scores.__getitem__, reverse=True)
 
     def trained_candidates(self, backbone: str) -> list[Candidate]:
-        """Epoch-trained candidates on ``backbone``, cheapest first; a finetune as deep as the whole backbone is ``full``'s job."""
-        candidates = [
-            Candidate(backbone, "finetune", {"unfreeze": 1}),
-            Candidate(backbone, "lpft"),
-            Candidate(backbone, "finetune", {"unfreeze": 2}),
-            Candidate(backbone, "full"),
-        ]
-        return [c for c in candidates if c.options.get("unfreeze", 0) < self.blocks[backbone]]
+        """Epoch-trained candidates on ``backbone``, cheapest first: fine-tuning its last two blocks, its last half
+        (``finetune``'s default), and all of it. Data sets disagree on the depth (fashion's validation preferred
+        two of lite0's blocks, devanagari's four or all: docs/results.md#the-fine-tuning-recipe), so validation
+        picks. A finetune as deep as the whole backbone is ``full``'s job; ``lpft`` and one block, behind
+        these on every recipe case, are not tried."""
+        blocks = self.blocks[backbone]
+        depths = sorted({d for d in (2, math.ceil(blocks * DEFAULT_SHARE)) if d < blocks})
+        return [*(Candidate(backbone, "finetune", {"unfreeze": d}) for d in depths), Candidate(backbone, "full")]
 
     def probe(self, candidate: Candidate, always: bool = False) -> None:
         """The solved linear head on cached features; ``always``: the answer that must exist, made whatever the clock says."""
-        if not always and not self.affordable(candidate, 1):
-            self._skip(candidate, 1)
+        left = self.clock.left()
+        if not always and not self.affordable(candidate, 1, left):
+            self._skip(candidate, 1, left)
             return
-        self.train(candidate, self.settings.epochs)
+        self.train(candidate, self.settings.epochs, left)
 
     def halving(self, pool: list[Candidate]) -> None:
         """Successive halving: every candidate at :data:`RUNG_EPOCHS`, then the better half at twice the epochs, and so on."""
@@ -432,11 +434,12 @@ class Search:
             ran: list[tuple[Candidate, Entry]] = []
             for candidate in pool:
                 previous = last.get(candidate.name)
-                can = self.affordable(candidate, epochs)
+                left = self.clock.left()  # one reading decides, and is recorded: the row shows what the decision saw
+                can = self.affordable(candidate, epochs, left)
                 if can <= (previous.epochs if previous else 0):
-                    self._skip(candidate, epochs)
+                    self._skip(candidate, epochs, left)
                     continue
-                entry = self.train(candidate, can)
+                entry = self.train(candidate, can, left)
                 if previous is not None:
                     previous.stopped = "promoted"  # trained again with more epochs: the row below
                 last[candidate.name] = entry
@@ -458,9 +461,9 @@ class Search:
         value = entry.val_balanced_accuracy if self.balanced else entry.val_accuracy
         return -1.0 if value is None else value
 
-    def _entry(self, candidate: Candidate, epochs: int) -> Entry:
-        """A leaderboard entry for ``candidate`` at ``epochs``: the estimate, time left and reserve it is judged on now."""
-        reserve, estimate, left = self.reserve(candidate.backbone), self.estimate(candidate, epochs), self.clock.left()
+    def _entry(self, candidate: Candidate, epochs: int, left: float) -> Entry:
+        """A leaderboard entry for ``candidate`` at ``epochs``: the estimate, time ``left`` and reserve it is judged on."""
+        reserve, estimate = self.reserve(candidate.backbone), self.estimate(candidate, epochs)
         return Entry(
             candidate.name,
             candidate.backbone,
@@ -472,17 +475,18 @@ class Search:
             round(reserve, 1),
         )
 
-    def _skip(self, candidate: Candidate, epochs: int) -> None:
-        entry = self._entry(candidate, epochs)
+    def _skip(self, candidate: Candidate, epochs: int, left: float) -> None:
+        entry = self._entry(candidate, epochs, left)
         estimate, spare = entry.estimated_seconds, max(entry.left_at_start - entry.reserve, 0)
         entry.stopped = f"not started: out of time (needs ~{estimate:.0f}s, {spare:.0f}s to spare)"
         log(f"auto: skipping {candidate.name} at {epochs} epochs: needs ~{estimate:.0f}s {self._status()}")
         self.entries.append(entry)
         self.on_entry(self.entries)
 
-    def train(self, candidate: Candidate, epochs: int) -> Entry:
-        """Train one candidate on the search's split, score it on the validation part, keep it if it is the best."""
-        entry = self._entry(candidate, epochs)
+    def train(self, candidate: Candidate, epochs: int, left: float) -> Entry:
+        """Train one candidate on the search's split (``left``: the seconds the decision to start it saw), score it on
+        the validation part, keep it if it is the best."""
+        entry = self._entry(candidate, epochs, left)
         estimate = entry.estimated_seconds
         self.entries.append(entry)
         self.on_entry(self.entries)
