@@ -218,7 +218,8 @@ class _Runner:
         self.size = x.shape[0]
         self.reference = self.eager_seconds if self.done == 3 else 2 * self.first_seconds
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
-        if (self.int8 == "on" or (self.int8 == "auto" and self._long())) and x.shape[0] > 1:
+        tried = self.int8 == "on" or (self.int8 == "auto" and self._long() and _signature(self.module) not in _INT8_REJECTED)
+        if tried and x.shape[0] > 1:
             try:
                 network, outputs, agreement = quantized(self.module, x)
             except Exception as exc:  # noqa: BLE001 (an operator export or the quantizer lacks: float is still right)
@@ -228,7 +229,11 @@ class _Runner:
                     log(f"int8 network for this pass: its outputs agree with fp32 to a cosine of {agreement:.4f}", style="dim")
                     self.fast = network
                     return outputs
-                log(f"int8 features agree with fp32 to a cosine of {agreement:.3f} only (below {AGREEMENT}): staying in floating point")
+                _INT8_REJECTED.add(_signature(self.module))
+                log(
+                    f"int8 features agree with fp32 to a cosine of {agreement:.3f} only (below {AGREEMENT}): staying in floating point "
+                    "(not tried again on this network in this process)"
+                )
         if self.ort:
             try:
                 network = onnxrt.session(self.module, x)
@@ -250,6 +255,17 @@ class _Runner:
             self.fast = compiled
             return outputs
         return None
+
+
+# Networks whose int8 copy missed AGREEMENT in this process. Quantizing and compiling one costs tens of seconds,
+# and whether it agrees is a matter of its architecture (lite0's depthwise convolutions and ReLU6 never have),
+# so a later long pass (auto's and compare's come one after another) does not try again.
+_INT8_REJECTED: set[tuple[str, tuple[tuple[int, ...], ...]]] = set()
+
+
+def _signature(module: nn.Module) -> tuple[str, tuple[tuple[int, ...], ...]]:
+    """A network's architecture, as far as int8 agreement goes: its class and its parameters' shapes."""
+    return type(module).__qualname__, tuple(tuple(p.shape) for p in module.parameters())
 
 
 def _warn(what: str, exc: Exception, skip: str) -> None:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from graft import inference
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
 from graft.data.transforms import build_transform
@@ -189,6 +190,21 @@ def test_auto_keeps_the_compiled_network_only_where_it_measures_faster(monkeypat
         monkeypatch.setenv("GRAFT_COMPILE", "off")
         torch.testing.assert_close(outputs, forward_all(backbone, batches, "fp32")[0], rtol=1e-4, atol=1e-4)
         monkeypatch.setenv("GRAFT_COMPILE", "auto")
+
+
+def test_a_network_whose_int8_copy_disagreed_is_not_quantized_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quantizing and compiling costs tens of seconds on a real backbone: a long pass after one whose int8 copy
+    missed the agreement bar goes straight to floating point, with the same outputs."""
+    backbone, batches = _smallcnn((4,) * 5)
+    monkeypatch.setenv("GRAFT_COMPILE", "auto")
+    monkeypatch.setattr(inference, "AGREEMENT", 1.01)  # no int8 copy agrees that well
+    monkeypatch.setattr(inference, "_INT8_REJECTED", set())
+    calls, real = [], inference.quantized
+    monkeypatch.setattr(inference, "quantized", lambda module, x: calls.append(len(x)) or real(module, x))
+    first, _ = _drive(backbone, batches, LONG, "auto")
+    second, _ = _drive(backbone, batches, LONG, "auto")
+    assert len(calls) == 1  # the first long pass tried int8 and rejected it; the second did not try
+    torch.testing.assert_close(first, second)
 
 
 def test_a_failed_compile_warns_once_and_the_pass_goes_on_eagerly(
