@@ -40,14 +40,17 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch import nn
 
 from graft.advice import stratified_sample
 from graft.api import Run, finish_run
 from graft.atomic import write_json, write_text
 from graft.backbones.base import Backbone
+from graft.backbones.prefix import frozen_blocks, split_frozen_prefix
 from graft.config import FitConfig
 from graft.console import log, warn
 from graft.data.dataset import load_data
+from graft.data.decoded import budget_mb
 from graft.data.loader import make_loader
 from graft.data.split import Split, make_split
 from graft.device import resolve_device
@@ -57,7 +60,7 @@ from graft.features import cached_features
 from graft.inference import autocast, prepare, to_channels_last
 from graft.interrupt import deferred_interrupts
 from graft.metrics import classification_report
-from graft.model import GraftModel
+from graft.model import GraftModel, PrefixFed
 from graft.outdir import prepare_out
 from graft.report.metrics import LEADERBOARD
 from graft.rundir import METRICS
@@ -65,7 +68,7 @@ from graft.sources import create_backbone
 from graft.strategies import get_strategy
 from graft.strategies.transfer import DEFAULT_SHARE
 from graft.train.recipe import selection_metric
-from graft.train.trainer import Trainer, TrainResult, seed_everything
+from graft.train.trainer import Trainer, TrainResult, apply_freezing, seed_everything
 from graft.transferability import logme
 
 DEFAULT_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")  # the ones with offline weights
@@ -146,6 +149,14 @@ class Speed:
         """Seconds per training image when ``share`` of the backbone's parameters train (an upper bound:
         EfficientNets hold most parameters in their last, cheapest-to-run stages)."""
         return self.forward + share * max(self.step - self.forward, 0.0)
+
+
+@dataclass
+class Fed:
+    """Seconds per image of a finetune whose frozen blocks run once: that pass (decoding included), then each epoch's."""
+
+    once: float
+    speed: Speed  # the trained blocks and the head alone, on the frozen blocks' outputs
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,7 @@ class Search:
         self.best: Best | None = None
         self.speeds: dict[str, Speed] = {}
         self.shares: dict[tuple[str, str, str], float] = {}  # (backbone, strategy, options) -> trained share of the backbone
+        self.fed: dict[tuple[str, str, str], Fed] = {}  # the same keys -> cost where the frozen blocks run once (fed_speed)
         self.dims: dict[str, int] = {}  # feature dimensions (the solver's cost)
         self.blocks: dict[str, int] = {}  # stages (which finetune depths exist)
         self.device = resolve_device(self.settings.device)
@@ -253,8 +265,17 @@ class Search:
         return f"[{self.clock.elapsed():.0f}s of {self.clock.budget:.0f}s, {max(self.clock.left(), 0):.0f}s left; {best}]"
 
     # --- measuring ----------------------------------------------------------------------------------------
-    def measure(self, model: GraftModel) -> Speed:
-        """Seconds per image of inference and of a full training step, on :data:`SPEED_BATCH` training images.
+    def batch(self, model: GraftModel) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """:data:`SPEED_BATCH` training images as the model takes them, their labels, and seconds an image to decode them."""
+        loader = make_loader(Path(self.split.root), self.split.train[:SPEED_BATCH], model.backbone.preprocessing, batch_size=SPEED_BATCH)
+        device = next(model.parameters()).device
+        tick = self.clock.now()
+        inputs, labels = next(iter(loader))
+        decode = (self.clock.now() - tick) / len(labels)
+        return to_channels_last(inputs.to(device)), torch.as_tensor(labels).to(device), decode
+
+    def measure(self, model: GraftModel, inputs: torch.Tensor, labels: torch.Tensor, decode: float) -> Speed:
+        """Seconds per image of inference and of a full training step on ``inputs``, ``decode`` seconds an image added.
 
         On a copy of ``model``: a training step updates BatchNorm statistics, and the backbone's features must
         stay its own. The passes run twice and the second is timed: the first calls of a network pick and
@@ -262,16 +283,40 @@ class Search:
         passes over the validation images correct the inference figure (:meth:`train`).
         """
         model = copy.deepcopy(model)
-        loader = make_loader(Path(self.split.root), self.split.train[:SPEED_BATCH], model.backbone.preprocessing, batch_size=SPEED_BATCH)
-        device = next(model.parameters()).device
-        tick = self.clock.now()
-        inputs, labels = next(iter(loader))
-        decode = (self.clock.now() - tick) / len(labels)
-        inputs, labels = to_channels_last(inputs.to(device)), torch.as_tensor(labels).to(device)
         forward, step = [self._passes(model, inputs, labels) for _ in range(2)][-1]
         return Speed(decode + forward / len(labels), decode + step / len(labels))
 
-    def _passes(self, model: GraftModel, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    def fed_speed(self, candidate: Candidate, model: GraftModel, inputs: torch.Tensor, labels: torch.Tensor, decode: float) -> Fed | None:
+        """What a ``finetune`` without augmentation costs where the trainer runs its frozen blocks once per image
+        (:meth:`graft.train.trainer.Trainer._prefix_fed`): that pass, and each epoch's trained blocks and head
+        alone. ``None`` where every epoch runs the whole backbone (no augmentation-free finetune, a backbone that
+        cannot be cut, outputs too large to hold): parameter shares then estimate it.
+
+        Measured, not estimated from parameters: EfficientNets hold most of theirs in the last blocks, which
+        are the cheapest to run, so a share of parameters overstates a share of the work several times over.
+        """
+        if candidate.strategy != "finetune" or self.settings.augment != "none":
+            return None
+        model = copy.deepcopy(model)
+        strategy = get_strategy(candidate.strategy, **candidate.options)
+        trained = [p for p in strategy.phases(model, self.settings) if not (p.solve or p.cached)]
+        apply_freezing(model, trained[0])
+        cut = split_frozen_prefix(model.backbone, frozen_blocks(model.backbone))
+        if cut is None:
+            return None
+        prefix, rest = cut
+        prefix.eval()
+        for _ in range(2):  # the second is timed, as in measure()
+            tick = self.clock.now()
+            with torch.no_grad(), autocast(self.settings.precision, inputs.device):
+                outputs = prefix(inputs).float()
+            once = self.clock.now() - tick
+        if outputs[0].numel() * 4 * (len(self.split.train) + len(self.split.val)) > budget_mb() * 2**20:
+            return None  # the trainer's own test: the outputs must fit beside the decoded images
+        forward, step = [self._passes(PrefixFed(rest, model.head), outputs, labels) for _ in range(2)][-1]
+        return Fed(decode + once / len(labels), Speed(forward / len(labels), step / len(labels)))
+
+    def _passes(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         """Seconds of one inference pass and of one training step (forward and backward) over ``inputs``."""
         precision = self.settings.precision
         model.eval()
@@ -290,9 +335,13 @@ class Search:
         of it each of ``candidates(name)`` trains (called once the stages are known: they decide the finetunes)."""
         model = GraftModel(source, len(self.split.classes), self.settings.head).to(self.device)
         prepare(model)
-        self.speeds[name], self.dims[name], self.blocks[name] = self.measure(model), source.num_features, len(source.blocks())
+        batch = self.batch(model)
+        self.speeds[name], self.dims[name], self.blocks[name] = self.measure(model, *batch), source.num_features, len(source.blocks())
         for candidate in candidates(name):
-            self.shares[(name, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
+            key = (name, candidate.strategy, repr(candidate.options))
+            self.shares[key] = self.share(candidate, model)
+            if (fed := self.fed_speed(candidate, model, *batch)) is not None:
+                self.fed[key] = fed
 
     def share(self, candidate: Candidate, model: GraftModel) -> float:
         """The largest share of the backbone's parameters any of the candidate's epoch-trained phases trains."""
@@ -311,9 +360,11 @@ class Search:
         seconds = OVERHEAD_SECONDS + val * speed.forward  # the validation figures every candidate gets at the end
         if candidate.strategy in ("features", "lpft"):
             seconds += cached + solver
-        if candidate.strategy != "features":
-            share = self.shares[(candidate.backbone, candidate.strategy, repr(candidate.options))]
-            seconds += epochs * (train * speed.train(share) + val * speed.forward) * self.calibration
+        key = (candidate.backbone, candidate.strategy, repr(candidate.options))
+        if (fed := self.fed.get(key)) is not None:  # the frozen blocks once, then epochs of the rest
+            seconds += (train + val) * fed.once + epochs * (train * fed.speed.step + val * fed.speed.forward) * self.calibration
+        elif candidate.strategy != "features":
+            seconds += epochs * (train * speed.train(self.shares[key]) + val * speed.forward) * self.calibration
         return seconds
 
     def affordable(self, candidate: Candidate, want: int, left: float) -> int:

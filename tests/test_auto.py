@@ -190,3 +190,26 @@ def test_the_winner_is_scored_on_a_stratified_sample_where_the_whole_test_part_d
     assert max(counts) - min(counts) <= 1
     clock_now["t"] = 700.0  # over budget already: the smallest sample that still says something
     assert len(search.test_sample(test)) == 500
+
+
+def test_a_finetune_whose_frozen_blocks_run_once_is_estimated_as_the_trainer_runs_it(shapes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without augmentation the trainer runs a finetune's frozen blocks once per image and each epoch only the
+    rest: auto measures that (the pass once, the rest's step), where parameter shares would overstate an
+    EfficientNet's epoch several times over; where the outputs would not fit in memory, the trainer runs the
+    whole backbone every epoch, and so does the estimate."""
+    base = FitConfig.create(str(shapes))
+    split = replace(make_split(load_data(base.data, base.classes, base.bad_images), seed=0), test=[])
+    finetune, full = auto_module.Candidate("smallcnn", "finetune", {"unfreeze": 2}), auto_module.Candidate("smallcnn", "full")
+    fed = {}
+    for memory in ("64", "0"):
+        monkeypatch.setenv("GRAFT_DECODE_CACHE_MB", memory)
+        search = auto_module.Search(base, split, ["smallcnn"], Clock(100.0, ticking()), lambda entries: None)
+        search.profile("smallcnn", create_backbone("smallcnn"), lambda _: [finetune, full])
+        fed[memory] = search.fed.get(("smallcnn", "finetune", repr(finetune.options)))
+        assert ("smallcnn", "full", "{}") not in search.fed  # nothing frozen: the whole network every epoch
+        if fed[memory] is not None:  # its one pass, then the rest's steps: the estimate grows by those steps an epoch
+            once = (len(split.train) + len(split.val)) * fed[memory].once
+            epoch = len(split.train) * fed[memory].speed.step + len(split.val) * fed[memory].speed.forward
+            assert search.estimate(finetune, 3) - search.estimate(finetune, 1) == pytest.approx(2 * epoch)
+            assert search.estimate(finetune, 1) >= once + epoch
+    assert fed["64"] is not None and fed["0"] is None
