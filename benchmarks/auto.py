@@ -2,7 +2,7 @@
 
 Each case is one command run as a child process and timed from the outside (wall clock, interpreter start-up
 and imports included), with an empty feature cache; its figures are appended to ``benchmarks/auto.json``,
-one record per case, replacing an earlier record of the same case. One case per invocation, so each fits one turn of the shared CPU lock:
+one record per case and kind of CPU, replacing an earlier record of both. One case per invocation, so each fits one turn of the shared CPU lock:
 
     flock /work/cpu.lock python benchmarks/auto.py fashion-auto-10m
     flock /work/cpu.lock python benchmarks/auto.py fashion-fit
@@ -111,7 +111,11 @@ def cpu() -> str:
 
 def save(record: dict) -> None:
     """Append ``record`` to :data:`RESULTS`, replacing an earlier record of its case."""
-    records = [r for r in (json.loads(RESULTS.read_text()) if RESULTS.is_file() else []) if r["case"] != record["case"]]
+    records = [  # one record per case and kind of CPU: AVX2-only and bf16 machines differ several times over
+        r
+        for r in (json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])
+        if (r["case"], r["cpu"]) != (record["case"], record["cpu"])
+    ]
     RESULTS.write_text(json.dumps([*records, record], indent=2) + "\n")
     print(json.dumps(record, indent=2))
 

@@ -196,24 +196,67 @@ class Files(torch.utils.data.Dataset):
         return self.transform(Image.open(self.root / path).convert("RGB")), label
 
 
-def train_epoch(results: Rows, strategies: list[str], per_class: int, epochs: int) -> None:
+def plain_run(strategy: Any, settings: Any, split: Any, classes: int) -> tuple[float, int, int]:
+    """The plain loop: the same lite0, trainable layers and schedule as graft's run, fp32, files decoded every
+    epoch; its seconds an epoch (the validation pass included, as graft's epochs make one) and test correct/total."""
     from torchvision.transforms import v2
 
+    from graft.model import GraftModel
+    from graft.sources import create_backbone
+    from graft.train.trainer import apply_freezing, seed_everything
+
+    seed_everything(0)
+    model = GraftModel(create_backbone("tf_efficientnet_lite0"), classes)
+    strategy.prepare(model)
+    (phase,) = strategy.phases(model, settings)
+    pre = model.backbone.preprocessing
+    normalise = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
+    augment = v2.Compose(
+        [v2.RandomResizedCrop(224, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip(), v2.ColorJitter(0.3, 0.3, 0.3), *normalise]
+    )
+    plain = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224), *normalise])
+    root = Path(split.root)
+    loaders = [
+        torch.utils.data.DataLoader(Files(root, part, tf), batch_size=BATCH, shuffle=shuffle)
+        for part, tf, shuffle in ((split.train, augment, True), (split.val, plain, False), (split.test, plain, False))
+    ]
+    optimizer = torch.optim.AdamW(phase.groups, weight_decay=settings.weight_decay)
+    steps = settings.epochs * len(loaders[0])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in phase.groups], total_steps=max(steps, 20), pct_start=0.1
+    )
+    start = time.perf_counter()
+    for _ in range(settings.epochs):
+        plain_epoch(model, loaders[0], optimizer, scheduler, lambda: apply_freezing(model, phase))
+        plain_accuracy(model, loaders[1])
+    seconds = (time.perf_counter() - start) / settings.epochs
+    correct, total = plain_accuracy(model, loaders[2])
+    return seconds, correct, total
+
+
+def photo_split(folder: Path, per_class: int, classes: int = 6) -> Any:
+    """``per_class`` training, a quarter as many validation and 50 test images a class of :func:`make_photos`' crops."""
     from graft.data.split import Split
+
+    root = folder / "images"
+    samples = make_photos(root, classes * (per_class + per_class // 4 + 50), seed=1)
+    train, val, test = samples[: classes * per_class], samples[classes * per_class : -classes * 50], samples[-classes * 50 :]
+    return Split(root=str(root), classes=[str(c) for c in range(classes)], seed=0, train=train, val=val, test=test)
+
+
+def train_epoch(results: Rows, strategies: list[str], per_class: int, epochs: int) -> None:
     from graft.evaluation import logits_of
     from graft.metrics import wilson_interval
     from graft.model import GraftModel
     from graft.sources import create_backbone
     from graft.strategies import get_strategy
     from graft.train.settings import TrainSettings
-    from graft.train.trainer import apply_freezing, seed_everything, train_model
+    from graft.train.trainer import seed_everything, train_model
 
     classes = 6
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder) / "images"
-        samples = make_photos(root, classes * (per_class + per_class // 4 + 50), seed=1)
-        train, val, test = samples[: classes * per_class], samples[classes * per_class : -classes * 50], samples[-classes * 50 :]
-        split = Split(root=str(root), classes=[str(c) for c in range(classes)], seed=0, train=train, val=val, test=test)
+        split = photo_split(Path(folder), per_class, classes)
+        root, test = Path(split.root), split.test
         os.environ["GRAFT_HOME"] = str(Path(folder) / "home")
         for spec in strategies:
             strategy = get_strategy("finetune", unfreeze=2) if spec == "finetune" else get_strategy(spec)
@@ -225,37 +268,7 @@ def train_epoch(results: Rows, strategies: list[str], per_class: int, epochs: in
             graft_epoch = fitted.train_seconds / fitted.epochs
             logits, labels = logits_of(model, root, test, model.backbone.preprocessing)
             ours = int((logits.argmax(1) == labels).sum())
-            # The plain loop: the same model, trainable layers and schedule; fp32, files decoded every epoch.
-            seed_everything(0)
-            model = GraftModel(create_backbone("tf_efficientnet_lite0"), classes)
-            strategy.prepare(model)
-            (phase,) = strategy.phases(model, settings)
-            pre = model.backbone.preprocessing
-            normalise = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
-            augment = v2.Compose(
-                [
-                    v2.RandomResizedCrop(224, scale=(0.6, 1.0), antialias=True),
-                    v2.RandomHorizontalFlip(),
-                    v2.ColorJitter(0.3, 0.3, 0.3),
-                    *normalise,
-                ]
-            )
-            plain = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224), *normalise])
-            loaders = [
-                torch.utils.data.DataLoader(Files(root, part, tf), batch_size=BATCH, shuffle=shuffle)
-                for part, tf, shuffle in ((train, augment, True), (val, plain, False), (test, plain, False))
-            ]
-            optimizer = torch.optim.AdamW(phase.groups, weight_decay=settings.weight_decay)
-            steps = epochs * len(loaders[0])
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[g["lr"] for g in phase.groups], total_steps=max(steps, 20), pct_start=0.1
-            )
-            start = time.perf_counter()
-            for _ in range(epochs):
-                plain_epoch(model, loaders[0], optimizer, scheduler, lambda: apply_freezing(model, phase))  # noqa: B023
-                plain_accuracy(model, loaders[1])  # the validation pass graft's epochs make too
-            plain_epoch_seconds = (time.perf_counter() - start) / epochs
-            theirs, total = plain_accuracy(model, loaders[2])
+            plain_epoch_seconds, theirs, total = plain_run(strategy, settings, split, classes)
             results.add(f"{label}/epoch_seconds_plain_fp32", plain_epoch_seconds, "s")
             results.add(f"{label}/epoch_seconds_graft", graft_epoch, "s")
             results.add(f"{label}/epochs_per_hour_graft_vs_plain_fp32", 3600 / graft_epoch, "epochs/h", 3600 / plain_epoch_seconds)

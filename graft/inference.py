@@ -146,14 +146,14 @@ class _Runner:
     images do not affect each other), except for ONNX Runtime's, whose batch dimension is free.
     """
 
-    def __init__(self, module: nn.Module, batches: int | None, precision: str) -> None:
+    def __init__(self, module: nn.Module, batches: int | None, precision: str, quantize: bool = True) -> None:
         self.module, self.batches, self.mode = module, batches, compile_mode()
         device = module_device(module)
         if precision == "int8" and self.mode == "off":
             raise GraftError("--precision int8 runs through torch.compile; drop --compile off, or choose --precision auto")
         floating = resolve(precision, device)  # int8 on an accelerator is an error, not a silent float pass
         cpu_int8 = {"int8": "on", "auto": "off" if self.mode == "off" else "auto"}.get(precision, "off")
-        self.int8 = cpu_int8 if device.type == "cpu" else "off"
+        self.int8 = cpu_int8 if device.type == "cpu" and quantize else "off"
         # where the CPU computes in fp32, auto's copy is ONNX Runtime's rather than a compiled one (graft.onnxrt)
         self.ort = precision == "auto" and self.mode == "auto" and device.type == "cpu" and floating == "fp32" and onnxrt.available()
         self.done, self.first_seconds, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0.0, 0
@@ -266,6 +266,27 @@ _INT8_REJECTED: set[tuple[str, tuple[tuple[int, ...], ...]]] = set()
 def _signature(module: nn.Module) -> tuple[str, tuple[tuple[int, ...], ...]]:
     """A network's architecture, as far as int8 agreement goes: its class and its parameters' shapes."""
     return type(module).__qualname__, tuple(tuple(p.shape) for p in module.parameters())
+
+
+class FrozenForward:
+    """The forward pass of a training phase's frozen first blocks (:mod:`graft.backbones.prefix`) while its
+    images are augmented, so they must run every step: without autograd, and through a faster copy where the
+    phase's steps predict enough eager work to pay for one, chosen and judged as a long pass chooses its copy
+    (:class:`_Runner`: compiled, or ONNX Runtime where the CPU computes in fp32). Their weights and BatchNorm
+    statistics do not change during the phase, so one copy serves every epoch. Never int8: training sees what
+    the frozen blocks compute in floating point. With gradients off (a validation pass, which has its own fast
+    path) the blocks run as they are.
+    """
+
+    def __init__(self, module: nn.Module, steps: int, precision: str) -> None:
+        self.module = module
+        self.runner = _Runner(module, steps, "auto" if precision == "int8" else precision, quantize=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self.module(x)
+        with torch.no_grad():
+            return self.runner(x)
 
 
 def _warn(what: str, exc: Exception, skip: str) -> None:

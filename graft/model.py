@@ -1,5 +1,6 @@
 """The grafted model: a backbone with a new head of the right size for the user's classes."""
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,12 +43,16 @@ class PrefixFed(nn.Module):
     """The backbone's trained blocks and the head, fed the output of its frozen first blocks (:mod:`graft.backbones.prefix`).
 
     It shares ``rest``'s and ``head``'s modules with the :class:`GraftModel` they come from: stepping it
-    trains that model.
+    trains that model. Its inputs are the frozen blocks' outputs, computed once per image, or, where
+    ``prefix`` is given (augmented images, which change every step), images that ``prefix`` turns into them
+    (:class:`graft.inference.FrozenForward`: frozen, so not one of its parameters trains).
     """
 
-    def __init__(self, rest: nn.Module, head: nn.Module):
+    def __init__(self, rest: nn.Module, head: nn.Module, prefix: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
-        self.rest, self.head = rest, head
+        self.rest, self.head, self.prefix = rest, head, prefix
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.prefix is not None:
+            features = self.prefix(features)
         return self.head(self.rest(features))

@@ -1,6 +1,7 @@
 """The frozen prefix computed once (graft.backbones.prefix): where it cuts, that it computes what the backbone
 computes, and that training on it learns what training through the whole backbone learns."""
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,15 @@ from graft.backbones.base import Backbone
 from graft.backbones.prefix import frozen_blocks, split_frozen_prefix
 from graft.data.sources import load_image_set
 from graft.data.split import make_split
+from graft.inference import FrozenForward
 from graft.model import GraftModel, PrefixFed
 from graft.strategies import get_strategy
 from graft.train.recipe import Score, WeightAverage
 from graft.train.settings import TrainSettings
 from graft.train.trainer import Progress, Trainer, seed_everything
 from tests.test_timm_backbones import tiny
+
+trainer_module = importlib.import_module("graft.train.trainer")
 
 
 def _train_last(backbone: Backbone, n: int) -> Backbone:
@@ -68,13 +72,19 @@ def test_a_connection_across_the_cut_leaves_the_backbone_whole() -> None:
     assert split_frozen_prefix(_train_last(SkipAcross(), 1), 1) is None
 
 
-def _finetune(shapes: Path, settings: TrainSettings) -> tuple[GraftModel, list[str], int]:
-    """finetune --unfreeze 1 on a small resnet18; the log, and how many images its stem convolution saw."""
+def _finetune(shapes: Path, settings: TrainSettings, graded: list[int] | None = None) -> tuple[GraftModel, list[str], int]:
+    """finetune --unfreeze 1 on a small resnet18; the log, and how many images its stem convolution saw
+    (``graded`` counts those it saw with autograd on)."""
     split = make_split(load_image_set(shapes), seed=0)
     seed_everything(0)
     model = GraftModel(tiny("resnet18"), num_classes=3)
-    seen, lines = [0], []
-    model.backbone.model.conv1.register_forward_hook(lambda module, inputs, output: seen.__setitem__(0, seen[0] + output.shape[0]))
+    seen, lines, graded = [0], [], graded if graded is not None else [0]
+
+    def count(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        seen[0] += output.shape[0]
+        graded[0] += output.shape[0] if torch.is_grad_enabled() else 0
+
+    model.backbone.model.conv1.register_forward_hook(count)
     Trainer(settings, log=lines.append).fit(model, get_strategy("finetune", unfreeze=1), split)
     return model, lines, seen[0]
 
@@ -108,3 +118,38 @@ def test_the_weight_average_of_the_fed_part_is_kept_under_the_models_own_names()
     for name, p in model.named_parameters():
         expected = p + 1.0 if p.requires_grad else p  # the trained block and the head from the average, the rest as they are
         torch.testing.assert_close(progress.best_state[name], expected.detach(), msg=name)
+
+
+def test_finetune_with_augmentation_runs_the_frozen_blocks_apart_and_learns_the_same_weights(
+    shapes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Augmented images change every step, so the frozen blocks run every step, but apart from the trained ones
+    (without autograd, through a faster copy where the phase is long): the same weights as the whole backbone."""
+    settings = TrainSettings(epochs=2, batch_size=16, patience=5, precision="fp32", augment="light")
+    graded = [0]
+    apart, _, seen = _finetune(shapes, settings, graded)
+    assert seen >= settings.epochs * 36 and graded == [0]  # every training image every epoch, never under autograd
+    monkeypatch.setattr(trainer_module, "split_frozen_prefix", lambda backbone, frozen: None)  # the whole backbone a step
+    whole, _, _ = _finetune(shapes, settings, graded)
+    assert graded[0] >= settings.epochs * 36  # the frozen stem under autograd (recording nothing, but paying for it)
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(apart.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_the_frozen_forward_builds_its_copy_once_for_the_phase_and_runs_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    backbone = _train_last(SmallCNN(widths=(8, 16, 16)), 1).eval()
+    prefix, _ = split_frozen_prefix(backbone, frozen_blocks(backbone))
+    monkeypatch.setenv("GRAFT_COMPILE", "on")  # build on the first step, whatever the phase's length
+    forward = FrozenForward(prefix, steps=3, precision="fp32")
+    x = torch.randn(4, *backbone.preprocessing.input_size)
+    with torch.no_grad():
+        expected = prefix(x)
+    for _ in range(3):  # training steps: gradients on
+        out = forward(x)
+        assert not out.requires_grad
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert forward.runner.fast is not None and forward.runner.done == 3  # one copy, every step through the runner
+    with torch.no_grad():
+        forward(x)  # a validation pass: the blocks as they are, not the training copy
+    assert forward.runner.done == 3

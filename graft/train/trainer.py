@@ -30,7 +30,7 @@ from graft.data.loader import make_loader
 from graft.data.split import Split
 from graft.device import module_device, pin_memory, resolve_device
 from graft.errors import GraftError
-from graft.inference import floating, forward_all, grad_scaler, prepare
+from graft.inference import FrozenForward, floating, forward_all, grad_scaler, prepare
 from graft.interrupt import deferred_interrupts
 from graft.metrics import is_imbalanced
 from graft.model import GraftModel, PrefixFed
@@ -308,7 +308,19 @@ class Trainer:
         )
         if line := self._decoded.summary():
             self.log(line)
-        return model, train, val
+        return self._prefixed(model, len(train) * phase.epochs) or model, train, val
+
+    def _prefixed(self, model: GraftModel, steps: int) -> PrefixFed | None:
+        """With augmentation the frozen first blocks still run every step, but without autograd and, where the
+        phase's ``steps`` predict enough work, through a faster copy built once for the phase
+        (:class:`graft.inference.FrozenForward`); ``None`` where no first block is frozen or the backbone cannot be cut."""
+        frozen = frozen_blocks(model.backbone)
+        cut = split_frozen_prefix(model.backbone, frozen) if frozen and model.backbone_trains() else None
+        if cut is None:
+            return None
+        prefix, rest = cut
+        prefix.eval()
+        return PrefixFed(rest, model.head, FrozenForward(prefix, steps, self.settings.precision))
 
     def _tensor_loaders(self, parts: list[TensorDataset], pinned: bool) -> tuple[DataLoader, DataLoader]:
         """Training and validation batches of precomputed inputs, shuffled and sharded as the image loaders are."""
