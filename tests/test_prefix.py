@@ -153,3 +153,30 @@ def test_the_frozen_forward_builds_its_copy_once_for_the_phase_and_runs_without_
     with torch.no_grad():
         forward(x)  # a validation pass: the blocks as they are, not the training copy
     assert forward.runner.done == 3
+
+
+def test_frozen_with_augmentation_runs_its_backbone_as_a_frozen_forward_and_learns_the_same_head(
+    shapes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``frozen`` with augmentation: the whole backbone is the frozen part, every training step goes through
+    :class:`FrozenForward` (and so, on a long phase, through its faster copy), and the head learns what it
+    learns through the plain model."""
+    settings = TrainSettings(epochs=2, batch_size=16, patience=5, precision="fp32", augment="light")
+    split = make_split(load_image_set(shapes), seed=0)
+    trained, real = [0], FrozenForward.__call__
+    monkeypatch.setattr(
+        FrozenForward, "__call__", lambda self, x: trained.__setitem__(0, trained[0] + len(x) * torch.is_grad_enabled()) or real(self, x)
+    )
+
+    def fit() -> GraftModel:
+        seed_everything(0)
+        model = GraftModel(tiny("resnet18"), num_classes=3)
+        Trainer(settings).fit(model, get_strategy("frozen"), split)
+        return model
+
+    through = fit()
+    assert trained == [settings.epochs * len(split.train)]
+    monkeypatch.setattr(Trainer, "_prefixed", lambda self, model, steps: None)  # the plain model a step
+    plain = fit()
+    for name, tensor in plain.state_dict().items():
+        torch.testing.assert_close(through.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=name)

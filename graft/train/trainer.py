@@ -311,14 +311,16 @@ class Trainer:
         return self._prefixed(model, len(train) * phase.epochs) or model, train, val
 
     def _prefixed(self, model: GraftModel, steps: int) -> PrefixFed | None:
-        """With augmentation the frozen first blocks still run every step, but without autograd and, where the
-        phase's ``steps`` predict enough work, through a faster copy built once for the phase
-        (:class:`graft.inference.FrozenForward`); ``None`` where no first block is frozen or the backbone cannot be cut."""
-        frozen = frozen_blocks(model.backbone)
-        cut = split_frozen_prefix(model.backbone, frozen) if frozen and model.backbone_trains() else None
-        if cut is None:
+        """With augmentation the frozen first blocks (all of them for ``frozen``) still run every step, but without
+        autograd and, where the phase's ``steps`` predict enough work, through a faster copy built once for the
+        phase (:class:`graft.inference.FrozenForward`); ``None`` where no first block is frozen or the backbone
+        cannot be cut."""
+        if not model.backbone_trains():
+            prefix, rest = model.backbone, nn.Identity()
+        elif (frozen := frozen_blocks(model.backbone)) and (cut := split_frozen_prefix(model.backbone, frozen)) is not None:
+            prefix, rest = cut
+        else:
             return None
-        prefix, rest = cut
         prefix.eval()
         return PrefixFed(rest, model.head, FrozenForward(prefix, steps, self.settings.precision))
 
