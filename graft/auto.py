@@ -50,7 +50,7 @@ from graft.backbones.prefix import frozen_blocks, split_frozen_prefix
 from graft.config import FitConfig
 from graft.console import log, warn
 from graft.data.dataset import load_data
-from graft.data.decoded import budget_mb
+from graft.data.decoded import DecodedImages
 from graft.data.loader import make_loader
 from graft.data.split import Split, make_split
 from graft.device import resolve_device
@@ -286,17 +286,30 @@ class Search:
         forward, step = [self._passes(model, inputs, labels) for _ in range(2)][-1]
         return Speed(decode + forward / len(labels), decode + step / len(labels))
 
+    def measure_fed(self, backbone: str, candidates: list[Candidate]) -> None:
+        """:meth:`fed_speed` of the ``finetune`` candidates among ``candidates`` (where the images are not augmented:
+        only then are the frozen blocks' outputs held). Only for the backbone the halving trains: each costs a
+        trace and a few passes (about 2 s on lite0), which the ranking of every backbone need not pay."""
+        finetunes = [c for c in candidates if c.strategy == "finetune"]
+        if not finetunes or self.settings.augment != "none":
+            return
+        seed_everything(self.settings.seed)
+        model = GraftModel(create_backbone(backbone), len(self.split.classes), self.settings.head).to(self.device)
+        prepare(model)
+        batch = self.batch(model)
+        for candidate in finetunes:
+            if (fed := self.fed_speed(candidate, model, *batch)) is not None:
+                self.fed[(backbone, candidate.strategy, repr(candidate.options))] = fed
+
     def fed_speed(self, candidate: Candidate, model: GraftModel, inputs: torch.Tensor, labels: torch.Tensor, decode: float) -> Fed | None:
         """What a ``finetune`` without augmentation costs where the trainer runs its frozen blocks once per image
         (:meth:`graft.train.trainer.Trainer._prefix_fed`): that pass, and each epoch's trained blocks and head
-        alone. ``None`` where every epoch runs the whole backbone (no augmentation-free finetune, a backbone that
-        cannot be cut, outputs too large to hold): parameter shares then estimate it.
+        alone. ``None`` where every epoch runs the whole backbone (nothing frozen, a backbone that cannot be cut,
+        outputs too large to hold): parameter shares then estimate it.
 
         Measured, not estimated from parameters: EfficientNets hold most of theirs in the last blocks, which
         are the cheapest to run, so a share of parameters overstates a share of the work several times over.
         """
-        if candidate.strategy != "finetune" or self.settings.augment != "none":
-            return None
         model = copy.deepcopy(model)
         strategy = get_strategy(candidate.strategy, **candidate.options)
         trained = [p for p in strategy.phases(model, self.settings) if not (p.solve or p.cached)]
@@ -311,7 +324,7 @@ class Search:
             with torch.no_grad(), autocast(self.settings.precision, inputs.device):
                 outputs = prefix(inputs).float()
             once = self.clock.now() - tick
-        if outputs[0].numel() * 4 * (len(self.split.train) + len(self.split.val)) > budget_mb() * 2**20:
+        if outputs[0].numel() * 4 * (len(self.split.train) + len(self.split.val)) > DecodedImages().room():
             return None  # the trainer's own test: the outputs must fit beside the decoded images
         forward, step = [self._passes(PrefixFed(rest, model.head), outputs, labels) for _ in range(2)][-1]
         return Fed(decode + once / len(labels), Speed(forward / len(labels), step / len(labels)))
@@ -335,13 +348,13 @@ class Search:
         of it each of ``candidates(name)`` trains (called once the stages are known: they decide the finetunes)."""
         model = GraftModel(source, len(self.split.classes), self.settings.head).to(self.device)
         prepare(model)
-        batch = self.batch(model)
-        self.speeds[name], self.dims[name], self.blocks[name] = self.measure(model, *batch), source.num_features, len(source.blocks())
+        self.speeds[name], self.dims[name], self.blocks[name] = (
+            self.measure(model, *self.batch(model)),
+            source.num_features,
+            len(source.blocks()),
+        )
         for candidate in candidates(name):
-            key = (name, candidate.strategy, repr(candidate.options))
-            self.shares[key] = self.share(candidate, model)
-            if (fed := self.fed_speed(candidate, model, *batch)) is not None:
-                self.fed[key] = fed
+            self.shares[(name, candidate.strategy, repr(candidate.options))] = self.share(candidate, model)
 
     def share(self, candidate: Candidate, model: GraftModel) -> float:
         """The largest share of the backbone's parameters any of the candidate's epoch-trained phases trains."""
@@ -386,7 +399,9 @@ class Search:
             self.probe(Candidate(next(name for name in ranked if name != first), "features"))
         assert self.best is not None
         backbone = self.best.entry.backbone  # the one validation prefers, not only LogME
-        self.halving(self.scratch_candidates() + self.trained_candidates(backbone))
+        trained = self.trained_candidates(backbone)
+        self.measure_fed(backbone, trained)
+        self.halving(self.scratch_candidates() + trained)
 
     def scratch_candidates(self) -> list[Candidate]:
         """The small CNN trained from scratch, where the images are small (:data:`SMALL_IMAGES`) and it is not a

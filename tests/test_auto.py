@@ -205,6 +205,7 @@ def test_a_finetune_whose_frozen_blocks_run_once_is_estimated_as_the_trainer_run
         monkeypatch.setenv("GRAFT_DECODE_CACHE_MB", memory)
         search = auto_module.Search(base, split, ["smallcnn"], Clock(100.0, ticking()), lambda entries: None)
         search.profile("smallcnn", create_backbone("smallcnn"), lambda _: [finetune, full])
+        search.measure_fed("smallcnn", [finetune, full])  # what run() does for the backbone the halving trains
         fed[memory] = search.fed.get(("smallcnn", "finetune", repr(finetune.options)))
         assert ("smallcnn", "full", "{}") not in search.fed  # nothing frozen: the whole network every epoch
         if fed[memory] is not None:  # its one pass, then the rest's steps: the estimate grows by those steps an epoch

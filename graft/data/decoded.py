@@ -91,6 +91,10 @@ class DecodedImages:
     tensors: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     reported: int = -1  # how many images the last summary counted
 
+    def room(self) -> float:
+        """Bytes the bound leaves: what other per-image tensors of the run (the frozen blocks' outputs) may take."""
+        return self.budget * 2**20 - self.used
+
     def get(self, kind: str, relative: str) -> torch.Tensor | None:
         return self.tensors.get((kind, relative))
 

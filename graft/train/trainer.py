@@ -352,7 +352,7 @@ class Trainer:
         with torch.no_grad():
             per_image = prefix(torch.zeros(1, *pre.input_size, device=device)).numel() * 4  # held in fp32
         images = len(split.train) + len(split.val)
-        need, room = per_image * images, self._decoded.budget * 2**20 - self._decoded.used
+        need, room = per_image * images, self._decoded.room()
         if need > room:
             self.log(
                 f"the frozen blocks' outputs ({need / 2**20:,.0f} MB) do not fit in memory (GRAFT_DECODE_CACHE_MB): every epoch runs them"
