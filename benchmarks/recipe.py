@@ -81,6 +81,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
         {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False},
         False,
     ),
+    # today's finetune default fed NxN images (devanagari's cases default to 96, fashion's to lite0's 224)
+    **{
+        f"unfreeze-4-lr-1-bn-frozen-no-ema-size-{n}": (
+            "finetune",
+            {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "image_size": n},
+            False,
+        )
+        for n in (96, 128, 160, 224)
+    },
     "full-lr-1-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False}, False),
     "full-lr-0.3-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 0.3, "batchnorm": "frozen", "ema": False}, False),
     "unfreeze-2-lr-1-bn-frozen-no-ema-size-128": (
@@ -107,6 +116,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "scratch": ("scratch", NEW, False),  # lite0's architecture from random weights
     "scratch-smallcnn": ("scratch", {**NEW, "backbone": "smallcnn", "image_size": None}, False),  # graft's small CNN at 28x28
     "frozen": ("frozen", NEW, False),
+    **{f"frozen-size-{n}": ("frozen", {**NEW, "image_size": n}, False) for n in (96, 128, 224)},  # the solved probe fed NxN images
 }
 
 

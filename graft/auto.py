@@ -11,8 +11,7 @@ pass, the report), and it is kept the way AutoGluon's ``time_limit`` users asked
    backbone whose probe fits in half of the time left (else the cheapest), then on the next one if it can
    afford it. Features go through the cache, so the probe reuses what the ranking computed.
 3. On the backbone whose probe did best on validation, train candidates cheapest first (finetune the last
-   block, LP-FT, the last two blocks, every layer; before them, on small images, the small CNN from
-   scratch) for :data:`RUNG_EPOCHS` epochs each, keep the better half by validation figures, and train
+   two blocks, the last half, every layer; before them, on small images, the small CNN from scratch) for :data:`RUNG_EPOCHS` epochs each, keep the better half by validation figures, and train
    those again with twice the epochs (successive halving) while the clock allows. Each run's cost is estimated beforehand from the measured throughput (corrected by
    what earlier runs really took); a run that would not finish before the finishing reserve is not
    started, and one that runs late is stopped between batches keeping its best state.
@@ -39,7 +38,6 @@ from time import monotonic
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
 from graft.advice import stratified_sample
@@ -51,6 +49,7 @@ from graft.config import FitConfig
 from graft.console import log, warn
 from graft.data.dataset import load_data
 from graft.data.decoded import DecodedImages
+from graft.data.images import typical_side
 from graft.data.loader import make_loader
 from graft.data.split import Split, make_split
 from graft.device import resolve_device
@@ -252,6 +251,7 @@ class Search:
         self.calibration = 1.0  # how much longer than measured throughput says trained runs really take (the latest one's ratio)
         self.test_size = 0  # set by the caller: the test part's size, for the finishing reserve
         self.balanced = selection_metric([y for _, y in split.train], len(split.classes)) == "balanced_accuracy"
+        self.side = typical_side(Path(split.root), split.train)  # px: small images add the small CNN
 
     # --- the clock ----------------------------------------------------------------------------------------
     def reserve(self, backbone: str) -> float:
@@ -407,11 +407,7 @@ class Search:
         """The small CNN trained from scratch, where the images are small (:data:`SMALL_IMAGES`) and it is not a
         backbone already: on 32x32 characters it beat every ImageNet transfer from 100 images a class (docs/results.md),
         and at that size it costs little. Validation decides, as for every candidate."""
-        if SCRATCH in self.speeds:
-            return []
-        sample = self.split.train[:: max(1, len(self.split.train) // 30)]  # every k-th: spread over the classes
-        sizes = sorted(max(Image.open(Path(self.split.root) / path).size) for path, _ in sample)
-        if sizes[len(sizes) // 2] > SMALL_IMAGES:
+        if SCRATCH in self.speeds or self.side > SMALL_IMAGES:
             return []
         candidates = [Candidate(SCRATCH, "scratch")]
         seed_everything(self.settings.seed)

@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from graft.data.builtin import dataset_root
+from graft.data.images import typical_side
 from graft.data.imageset import parse_classes
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
@@ -105,3 +107,10 @@ def test_loader_yields_normalised_tensors_in_the_backbone_format(shapes: Path) -
     assert batch.shape == (8, 3, 32, 32) and batch.dtype == torch.float32
     assert -1.0 <= batch.min() < 0 < batch.max() <= 1.0
     assert labels.tolist() == [y for _, y in images.samples[:8]]
+
+
+def test_the_typical_side_is_the_median_longer_side_read_from_headers(tmp_path: Path) -> None:
+    for i, size in enumerate([(30, 20), (20, 28), (28, 28), (500, 400), (28, 10)]):  # longer sides 30, 28, 28, 500, 28
+        Image.new("L", size).save(tmp_path / f"{i}.png")
+    assert typical_side(tmp_path, [(f"{i}.png", 0) for i in range(5)]) == 28
+    assert typical_side(tmp_path, [(f"{i}.png", 0) for i in (0, 3)]) == 500  # two: the upper of the middle pair

@@ -40,6 +40,19 @@ def load_image(path: Path, channels: int, side: int | None = None) -> Image.Imag
         raise GraftError(f"cannot read image {path}: {_reason(exc)}; remove or replace the file") from exc
 
 
+def typical_side(root: Path, samples: list[tuple[str, int]], count: int = 31) -> int:
+    """The median longer side, in pixels, of ``count`` images spread evenly over ``samples`` (so over the classes).
+
+    Headers only: Pillow reads an image's size without decoding its pixels, so this costs milliseconds.
+    """
+    picked = samples[:: max(1, len(samples) // count)][:count]
+    sides = []
+    for path, _ in picked:
+        with Image.open(Path(root) / path) as img:
+            sides.append(max(img.size))
+    return sorted(sides)[len(sides) // 2]
+
+
 def image_problem(path: Path) -> str | None:
     """Why ``path`` cannot be used for training (None if it can), found by decoding it as training would.
 
