@@ -44,12 +44,14 @@ from functools import cache
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from graft import onnxrt
 from graft.console import log, quiet_torch_notices, warn
 from graft.device import module_device
 from graft.errors import GraftError
 from graft.interrupt import check
+from graft.prefetch import prefetched
 from graft.quantize import AGREEMENT, quantized
 
 PRECISIONS = ("auto", "int8", "bf16", "fp32")
@@ -306,12 +308,16 @@ def forward_batches(
     batch in memory, however many images there are.
 
     The batches go to wherever ``module`` is (:func:`graft.device.module_device`) and the outputs come back
-    to the CPU, which is where every caller keeps them (the feature cache's files, metrics, NumPy).
+    to the CPU, which is where every caller keeps them (the feature cache's files, metrics, NumPy). A
+    DataLoader without worker processes is read one batch ahead in a background thread
+    (:func:`graft.prefetch.prefetched`), so decoding overlaps the network (docs/speed.md).
     """
     was_training = module.training
     prepare(module).eval()  # outside inference mode: the parameters must stay ordinary, trainable tensors
     device = module_device(module)
     runner = _Runner(module, len(batches) if hasattr(batches, "__len__") else None, precision)
+    if isinstance(batches, DataLoader) and batches.num_workers == 0:
+        batches = prefetched(batches)  # the next batch decodes while the network runs on this one
     try:
         for inputs, targets in batches:
             check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)
