@@ -11,10 +11,12 @@ pass, the report), and it is kept the way AutoGluon's ``time_limit`` users asked
    backbone whose probe fits in half of the time left (else the cheapest), then on the next one if it can
    afford it. Features go through the cache, so the probe reuses what the ranking computed.
 3. On the backbone whose probe did best on validation, train candidates cheapest first (finetune the last
-   two blocks, the last half, every layer; before them, on small images, the small CNN from scratch) for :data:`RUNG_EPOCHS` epochs each, keep the better half by validation figures, and train
-   those again with twice the epochs (successive halving) while the clock allows. Each run's cost is estimated beforehand from the measured throughput (corrected by
-   what earlier runs really took); a run that would not finish before the finishing reserve is not
-   started, and one that runs late is stopped between batches keeping its best state.
+   two blocks, the last half, every layer; before them, on small images, the small CNN from scratch) for
+   :data:`RUNG_EPOCHS` epochs each, keep the better half by validation figures, and train those again with
+   twice the epochs (successive halving) while the clock allows. Each run's cost is estimated beforehand
+   from the measured throughput (corrected by what earlier runs really took); a run that would not finish
+   before the finishing reserve is not started, and one that runs late is stopped between batches keeping
+   its best state.
 4. Rank by validation balanced accuracy where the training classes are uneven, else accuracy; the winner,
    and only the winner, is then scored once on the test part and saved as an ordinary run directory,
    with ``leaderboard.json``/``.csv`` beside it.
@@ -251,7 +253,6 @@ class Search:
         self.calibration = 1.0  # how much longer than measured throughput says trained runs really take (the latest one's ratio)
         self.test_size = 0  # set by the caller: the test part's size, for the finishing reserve
         self.balanced = selection_metric([y for _, y in split.train], len(split.classes)) == "balanced_accuracy"
-        self.side = typical_side(Path(split.root), split.train)  # px: small images add the small CNN
 
     # --- the clock ----------------------------------------------------------------------------------------
     def reserve(self, backbone: str) -> float:
@@ -407,7 +408,7 @@ class Search:
         """The small CNN trained from scratch, where the images are small (:data:`SMALL_IMAGES`) and it is not a
         backbone already: on 32x32 characters it beat every ImageNet transfer from 100 images a class (docs/results.md),
         and at that size it costs little. Validation decides, as for every candidate."""
-        if SCRATCH in self.speeds or self.side > SMALL_IMAGES:
+        if SCRATCH in self.speeds or typical_side(Path(self.split.root), self.split.train) > SMALL_IMAGES:
             return []
         candidates = [Candidate(SCRATCH, "scratch")]
         seed_everything(self.settings.seed)
