@@ -142,7 +142,9 @@ class _Runner:
     whose first batch predicts more than :data:`ONNXRUNTIME_AFTER_SECONDS` of eager work (and not a long
     one) builds it on the second batch. No copy speeds up every network (on two
     cores compiling lite0 gained nothing in ``make bench``), so ``auto`` times the copy's next two batches
-    too and goes back to eager unless they beat the eager two (two of the first, built on the second).
+    too and goes back to eager unless the faster of them beats the faster eager one (the first, where it was
+    built on the second): a batch stalled by something else (a garbage collection, another process) on one side
+    does not decide.
     ``--compile on`` and ``--precision int8`` build on the first batch and keep the copy. The copy is
     specialised to one batch size; a shorter last batch is padded with zeros (the module is in eval mode:
     images do not affect each other), except for ONNX Runtime's, whose batch dimension is free.
@@ -158,8 +160,10 @@ class _Runner:
         self.int8 = cpu_int8 if device.type == "cpu" and quantize else "off"
         # where the CPU computes in fp32, auto's copy is ONNX Runtime's rather than a compiled one (graft.onnxrt)
         self.ort = precision == "auto" and self.mode == "auto" and device.type == "cpu" and floating == "fp32" and onnxrt.available()
-        self.done, self.first_seconds, self.eager_seconds, self.fast_seconds, self.fast_done = 0, 0.0, 0.0, 0.0, 0
-        self.reference = 0.0  # the eager seconds two of the copy's batches must beat (auto): set when it is built
+        self.done, self.first_seconds = 0, 0.0
+        self.eager_times: list[float] = []  # the 2nd and 3rd batch's eager seconds
+        self.fast_times: list[float] = []  # the copy's first two batches' seconds (auto judges it on them)
+        self.reference = 0.0  # the eager seconds the copy's faster batch must beat (auto): set when it is built
         self.fast: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.size = 0  # the copy's batch size; set on the one attempt to build it, so a failure is not retried
         self.any_size = False  # ONNX Runtime's copy has a free batch dimension: a short last batch runs unpadded
@@ -180,17 +184,16 @@ class _Runner:
             if self.done == 0:
                 self.first_seconds = seconds
             elif self.done in (1, 2):
-                self.eager_seconds += seconds
+                self.eager_times.append(seconds)
         self.done += 1
         return out
 
     def _judge(self, seconds: float) -> None:
-        """In ``auto``, after two batches of the copy: back to eager for the pass unless they beat the eager two."""
-        if self.mode != "auto" or self.int8 == "on" or self.fast_done >= 2:
+        """In ``auto``, after two batches of the copy: back to eager for the pass unless the faster beat the reference."""
+        if self.mode != "auto" or self.int8 == "on" or len(self.fast_times) >= 2:
             return
-        self.fast_seconds += seconds
-        self.fast_done += 1
-        if self.fast_done == 2 and self.fast_seconds >= self.reference:
+        self.fast_times.append(seconds)
+        if len(self.fast_times) == 2 and min(self.fast_times) >= self.reference:
             self.fast = None  # the build time is spent, but no further batch pays for a slower network
 
     def _due(self) -> bool:
@@ -209,7 +212,7 @@ class _Runner:
         overestimate: the first calls pick and build kernels), after the third from the second and third; else 0."""
         if not self.batches or self.done not in (1, 3):
             return 0.0
-        per_batch = self.first_seconds if self.done == 1 else self.eager_seconds / 2
+        per_batch = self.first_seconds if self.done == 1 else sum(self.eager_times) / 2
         return per_batch * (self.batches - self.done)
 
     def _long(self) -> bool:
@@ -218,7 +221,7 @@ class _Runner:
     def _build(self, x: torch.Tensor) -> torch.Tensor | None:
         """This batch's outputs, computed while building the faster copy; ``None`` if none was built."""
         self.size = x.shape[0]
-        self.reference = self.eager_seconds if self.done == 3 else 2 * self.first_seconds
+        self.reference = min(self.eager_times) if self.done == 3 else self.first_seconds
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
         tried = self.int8 == "on" or (self.int8 == "auto" and self._long() and _signature(self.module) not in _INT8_REJECTED)
         if tried and x.shape[0] > 1:
