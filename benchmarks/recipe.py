@@ -88,7 +88,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
             {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "image_size": n},
             False,
         )
-        for n in (96, 128, 160, 224)
+        for n in (96, 128, 224)
     },
     "full-lr-1-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False}, False),
     "full-lr-0.3-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 0.3, "batchnorm": "frozen", "ema": False}, False),

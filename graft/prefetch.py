@@ -64,4 +64,3 @@ def prefetched(items: Iterable[T], depth: int = DEPTH) -> Iterator[T]:
                 ready.get(timeout=0.05)
             except queue.Empty:
                 pass
-        thread.join()
