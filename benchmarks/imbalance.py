@@ -4,18 +4,17 @@ The data set is built from a built-in one: Fashion-MNIST classes 5-9 with one cl
 confusable with sandals and ankle boots) rare in every part, as a class is rare in a real data set:
 graft's seeded split of the five classes, then 100 training images a class but 10 of the rare one, and
 the validation and test parts cut the same way (the rare class at a tenth of the others' count). Each
-strategy is fitted with the default backbone and settings, once with ``class_weight="auto"`` (which
-weighs the classes here: 100 to 10) and once with ``"none"``, on that same split. Balanced accuracy
-comes with its 95% interval (stratified bootstrap), and the rare class's recall is reported beside it.
+strategy is fitted with the default backbone and settings, once with ``class_weight="auto"`` (on these
+uneven classes: the logit adjustment chosen on validation, graft.train.adjustment), once with ``"none"``
+and, with ``--weights auto,none,balanced``, once with a class-weighted loss, on that same split. Balanced
+accuracy comes with its 95% interval (stratified bootstrap), and the rare class's recall is reported beside it.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/imbalance.py [--strategies features,finetune] [--weights auto,none]
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/imbalance.py --paired
 
 Rows are merged into the output by (strategy, class_weight), so strategies can run as separate invocations.
-``--paired`` instead compares the two ``features`` heads on the same test images: both solved on the
-cached features of the split (graft's feature cache, what ``features`` trains on), and the difference of
-their balanced accuracies bootstrapped with the same resample of each class's test images for both, so
-the interval is that of the difference itself, not two overlapping ones.
+Where a strategy ran with both ``auto`` and ``none``, the two models are also compared on the same test
+images: the difference of their balanced accuracies bootstrapped with the same resample of each class's
+images for both, so the interval is that of the difference itself, not two overlapping ones.
 """
 
 import argparse
@@ -31,13 +30,9 @@ import numpy as np
 import torch
 
 import graft
-from graft.backbones import DEFAULT_BACKBONE
 from graft.data.dataset import load_data
 from graft.data.split import Split, make_split, subsample
-from graft.features import cached_features
 from graft.metrics import CONFIDENCE, RESAMPLES, balanced_accuracy_interval
-from graft.sources import create_backbone
-from graft.train.solver import fit_linear_head
 
 DATA, CLASSES, RARE = "fashion", "5-9", "7"
 SIZES = {"train": (100, 10), "val": (200, 20), "test": (1000, 100)}  # per part: (images of each common class, of the rare one)
@@ -63,7 +58,7 @@ def balanced_interval(result: graft.RunResult, support: dict[str, int]) -> list[
     return [round(interval.low, 4), round(interval.high, 4)]
 
 
-def run(strategy: str, weight: str, split: Split, folder: Path) -> dict[str, Any]:
+def run(strategy: str, weight: str, split: Split, folder: Path) -> tuple[graft.Run, dict[str, Any]]:
     fitted = graft.fit(
         DATA, classes=CLASSES, strategy=strategy, class_weight=weight, split=split, out=folder / f"{strategy}-{weight}", report=False
     )
@@ -81,24 +76,21 @@ def run(strategy: str, weight: str, split: Split, folder: Path) -> dict[str, Any
         "per_class_recall": r.per_class_recall,
         "train_seconds": r.train_seconds,
         "epochs": r.epochs,
+        "logit_adjustment": r.logit_adjustment,
     }
     print(
         f"   {strategy} {weight}: balanced {r.balanced_accuracy:.4f} {row['balanced_accuracy_interval']}, rare recall {row['rare_recall']:.3f}"
     )
-    return row
+    return fitted, row
 
 
-def paired(split: Split, seed: int = 0) -> dict[str, Any]:
-    """Balanced accuracy of the class-weighted and the unweighted solved head on the same test images, and their difference's interval."""
-    backbone = create_backbone(DEFAULT_BACKBONE)
-    (x, y), (val_x, val_y), (test_x, test_y) = (
-        cached_features(backbone, Path(split.root), getattr(split, p)) for p in ("train", "val", "test")
-    )
+def paired(runs: dict[str, graft.Run], seed: int = 0) -> dict[str, Any]:
+    """Balanced accuracy of the ``auto`` and the ``none`` run on the same test images, and their difference's 95% interval."""
     right = {}
-    for weight in ("balanced", None):
-        head = fit_linear_head(x, y, val_x, val_y, len(split.classes), class_weight=weight)
-        right[weight or "none"] = ((test_x @ head.weight.T + head.bias).argmax(1) == test_y).numpy()
-    labels = test_y.numpy()
+    for weight, run in runs.items():
+        images = run.evaluate(per_image=True).per_image or []
+        right[weight] = np.array([row["true"] == row["predicted"] for row in images])
+        labels = np.array([row["true"] for row in images])
     members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     rng = np.random.default_rng(seed)
 
@@ -106,12 +98,12 @@ def paired(split: Split, seed: int = 0) -> dict[str, Any]:
         return float(np.mean([correct[index].mean() for index in draw]))
 
     draws = [[rng.choice(m, len(m)) for m in members] for _ in range(RESAMPLES)]
-    gains = np.array([balanced(right["balanced"], d) - balanced(right["none"], d) for d in draws])
+    gains = np.array([balanced(right["auto"], d) - balanced(right["none"], d) for d in draws])
     tail = (1 - CONFIDENCE) / 2
     low, high = np.quantile(gains, [tail, 1 - tail])
     figures = {k: balanced(v, members) for k, v in right.items()}
-    print(f"   paired: weighted {figures['balanced']:.4f}, unweighted {figures['none']:.4f}, gain 95% [{low:.4f}, {high:.4f}]")
-    return {"balanced_accuracy": figures, "gain": figures["balanced"] - figures["none"], "gain_interval": [float(low), float(high)]}
+    print(f"   paired: auto {figures['auto']:.4f}, none {figures['none']:.4f}, gain 95% [{low:.4f}, {high:.4f}]")
+    return {"balanced_accuracy": figures, "gain": figures["auto"] - figures["none"], "gain_interval": [float(low), float(high)]}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -132,24 +124,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default="features,finetune")
     parser.add_argument("--weights", default="auto,none")
-    parser.add_argument("--paired", action="store_true", help="the paired difference of the two features heads instead")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_suffix(".json"))
     args = parser.parse_args()
     saved = json.loads(args.output.read_text()) if args.output.is_file() else {}
     split = imbalanced_split()
-    if args.paired:
-        args.output.write_text(json.dumps({**saved, "paired_features": paired(split)}, indent=1) + "\n")
-        return
-    old = saved.get("rows", [])
+    old, pairs = saved.get("rows", []), saved.get("paired", {})
     sizes = {part: len(getattr(split, part)) for part in SIZES}
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    summary = {"data": DATA, "classes": CLASSES, "rare": RARE, "sizes": SIZES, "images": sizes, "machine": machine}
     with tempfile.TemporaryDirectory(prefix="graft-imbalance-") as folder:
         for strategy in args.strategies.split(","):
+            runs = {}
             for weight in args.weights.split(","):
-                row = run(strategy, weight, split, Path(folder))
+                runs[weight], row = run(strategy, weight, split, Path(folder))
                 old = [r for r in old if (r["strategy"], r["class_weight"]) != (strategy, weight)] + [row]
-                summary = {"data": DATA, "classes": CLASSES, "rare": RARE, "sizes": SIZES, "images": sizes, "machine": machine}
-                args.output.write_text(json.dumps({**summary, "rows": old}, indent=1) + "\n")
+                args.output.write_text(json.dumps({**summary, "rows": old, "paired": pairs}, indent=1) + "\n")
+            if {"auto", "none"} <= runs.keys():
+                pairs[strategy] = paired({w: runs[w] for w in ("auto", "none")})
+                args.output.write_text(json.dumps({**summary, "rows": old, "paired": pairs}, indent=1) + "\n")
     print(table(old))
 
 

@@ -92,6 +92,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     },
     "full-lr-1-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False}, False),
     "full-lr-0.3-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 0.3, "batchnorm": "frozen", "ema": False}, False),
+    # layer-wise learning-rate decay (timm's --layer-decay) on today's defaults: each block 0.7x the next one's rate
+    "full-lr-1-bn-frozen-no-ema-layer-decay-0.7": (
+        "full",
+        {**NEW, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "layer_decay": 0.7},
+        False,
+    ),
+    "unfreeze-4-lr-1-bn-frozen-no-ema-layer-decay-0.7": (
+        "finetune",
+        {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "layer_decay": 0.7},
+        False,
+    ),
     "unfreeze-2-lr-1-bn-frozen-no-ema-size-128": (
         "finetune",
         {**NEW, "unfreeze": 2, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "image_size": 128},
@@ -107,7 +118,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "full-before": ("full", BEFORE, True),
     "full": ("full", NEW, False),
     "full-trivial": ("full", {**NEW, "augment": "trivial"}, False),
-    "full-layer-decay": ("full", {**NEW, "layer_decay": 0.7}, False),
     "full-size-64": ("full", {**NEW, "image_size": 64}, False),
     "lpft": ("lpft", NEW, False),
     "lpft-bn-frozen": ("lpft", {**NEW, "batchnorm": "frozen"}, False),

@@ -292,6 +292,7 @@ def finish_run(
         peak_memory_mb=round(peak_memory_mb(), 1),
         uneven_classes=scores.imbalanced,
         tta=tta,
+        logit_adjustment=trained.logit_adjustment,
     )
     run = Run(out, config, result)
     if main:

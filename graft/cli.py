@@ -96,7 +96,8 @@ Device = Annotated[
 ClassWeight = Annotated[
     str | None,
     typer.Option(
-        help="auto (balanced where the training classes are uneven, largest/smallest >= 1.5), balanced or none: weigh each class's images so every class counts alike"
+        help="auto (where the training classes are uneven, largest/smallest >= 1.5: after training, move the decisions towards the "
+        "rare classes by as much as scores best on validation), balanced (weigh each class's images so every class counts alike) or none"
     ),
 ]
 Ema = Annotated[

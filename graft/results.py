@@ -23,6 +23,7 @@ class RunResult:
     peak_memory_mb: float
     uneven_classes: bool = False  # the test part's classes are uneven (graft.metrics.is_imbalanced): balanced accuracy is the headline
     tta: str = "none"  # the test-time augmentation the test figures were computed with (graft.tta)
+    logit_adjustment: float = 0.0  # tau of the decisions moved towards rare classes (graft.train.adjustment; 0: none)
 
     @property
     def headline(self) -> float:

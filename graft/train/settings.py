@@ -42,7 +42,9 @@ class TrainSettings:
     ema: bool | float = False
     precision: str = "auto"  # auto | int8 | bf16 | fp32 (graft.inference): auto is bf16 where the CPU computes it natively
     per_class: int | None = None  # keep at most this many training images a class (validation/test unchanged)
-    class_weight: str = "auto"  # auto: balanced where the training classes are uneven (largest/smallest >= 1.5) | balanced | none
+    # auto: where the training classes are uneven (largest/smallest >= 1.5), the decisions moved towards the rare ones after
+    # training, by as much as scores best on validation (graft.train.adjustment) | balanced: class-weighted loss | none
+    class_weight: str = "auto"
     device: str = "auto"  # auto (CUDA, then Apple MPS, then the CPU) | cpu | cuda | cuda:N | mps (graft.device)
 
     def to_dict(self) -> dict[str, Any]:

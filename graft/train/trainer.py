@@ -35,6 +35,7 @@ from graft.interrupt import deferred_interrupts
 from graft.metrics import is_imbalanced
 from graft.model import GraftModel, PrefixFed
 from graft.strategies.base import Phase, Strategy
+from graft.train.adjustment import choose_strength, fold_into, log_prior
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
 from graft.train.optim import adamw, load_state
@@ -109,6 +110,7 @@ class TrainResult:
     trainable_params: int = 0  # parameters trained in at least one phase
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped: bool = False  # ended early by the ``stop`` hook (a time budget), keeping the best state so far
+    logit_adjustment: float = 0.0  # tau of graft.train.adjustment folded into the head (0: none)
 
 
 class TimeUp(Exception):
@@ -196,7 +198,9 @@ class Trainer:
         self.metrics_path = metrics_path
         self.log = log or (lambda message: None)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-        self.class_weight: str | None = None  # "balanced" once fit() has decided the classes need it
+        self.class_weight: str | None = None  # "balanced" where class_weight asks for a weighted loss
+        self.adjusting = False  # a logit adjustment after training: auto, on uneven classes (graft.train.adjustment)
+        self._last: tuple[nn.Module, DataLoader] | None = None  # the last phase run's module and validation batches
         self.metric = "accuracy"  # the validation metric that picks the epoch kept (graft.train.recipe)
         self.checkpoint_path = checkpoint_path
         self.config = config or {}
@@ -231,9 +235,11 @@ class Trainer:
                 if progress.best_state is not None:
                     model.load_state_dict(progress.best_state)
                 self.log(f"{strategy.name}: time is up; training stops with the best state so far")
+            adjustment = self._adjust(model, split, phases[-1]) if self.adjusting else 0.0
         model.eval()
         history = progress.history
-        return TrainResult(len(history), progress.seconds + time.perf_counter() - start, sum(trained.values()), history, stopped)
+        seconds = progress.seconds + time.perf_counter() - start
+        return TrainResult(len(history), seconds, sum(trained.values()), history, stopped, adjustment)
 
     def _until_stopped(self, batches: Any) -> Any:
         """``batches``, raising :class:`TimeUp` before the next one once ``stop`` says so."""
@@ -243,20 +249,20 @@ class Trainer:
             yield batch
 
     def _weigh_classes(self, split: Split, num_classes: int) -> None:
-        """Class-weighted loss (each class weighing as much in total) where ``class_weight`` asks for it.
-
-        ``auto`` weighs the classes when the training part's are uneven (:func:`graft.metrics.is_imbalanced`)
-        and says so in one line: unweighted, a model gains accuracy by favouring the large classes, and the
-        minority's recall is what pays.
+        """Class-weighted loss (each class weighing as much in total) where ``class_weight`` is ``balanced``;
+        under ``auto``, where the training part's classes are uneven (:func:`graft.metrics.is_imbalanced`), an
+        unweighted loss and a logit adjustment after training (:mod:`graft.train.adjustment`), said in one line:
+        unweighted, a model gains accuracy by favouring the large classes, and the minority's recall is what pays.
         """
         labels = torch.tensor([y for _, y in split.train])
         counts = torch.bincount(labels, minlength=num_classes)
         mode = self.settings.class_weight
-        if mode == "auto" and is_imbalanced(counts.tolist()):
+        self.adjusting = mode == "auto" and is_imbalanced(counts.tolist())
+        if self.adjusting:
             self.log(
-                f"classes are uneven ({int(counts.max())} to {int(counts.min())} training images): class-weighted loss; --class-weight none turns it off"
+                f"classes are uneven ({int(counts.max())} to {int(counts.min())} training images): the decisions will be "
+                "moved towards the rare classes by as much as scores best on validation; --class-weight none turns it off"
             )
-            mode = "balanced"
         self.class_weight = "balanced" if mode == "balanced" else None
         weight = class_weights(labels, num_classes, self.class_weight)
         self.loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else weight.float(), label_smoothing=self.settings.label_smoothing)
@@ -375,6 +381,7 @@ class Trainer:
         if progress.epoch >= phase.epochs:  # resumed after the phase's last checkpoint: nothing left in it
             return
         module, train, val = self._loaders(model, split, phase)
+        self._last = module, val
         if phase.solve and module is model.head and isinstance(model.head, nn.Linear):
             self._solve_head(model, phase, train.dataset, val.dataset, strategy, progress, start)  # type: ignore[arg-type]
             return
@@ -435,6 +442,23 @@ class Trainer:
                 f"{best.get('epoch')} (validation {self.metric} {best.get('metric', 0):.2%})"
             )
             model.load_state_dict(progress.best_state)
+
+    def _adjust(self, model: GraftModel, split: Split, last: Phase) -> float:
+        """Fold into the head the logit adjustment that scores the highest balanced accuracy on the validation part,
+        computed through the last phase's module and batches (cached inputs where it had them); its strength."""
+        module, val = self._last if self._last is not None else self._loaders(model, split, last)[::2]  # resumed past its end
+        logits, labels = distributed.gather_rows(*forward_all(module, val, self.settings.precision))
+        prior = log_prior([y for _, y in split.train], len(split.classes))
+        tau, scores = choose_strength(logits, labels, prior)
+        fold_into(model.head, tau, prior)
+        if tau:
+            self.log(
+                f"decisions moved towards the rare classes by {tau:g} x log(class share): validation balanced accuracy "
+                f"{scores[0.0]:.2%} -> {scores[tau]:.2%}"
+            )
+        else:
+            self.log(f"decisions left as trained: no move towards the rare classes scores better on validation ({scores[0.0]:.2%})")
+        return tau
 
     def _validate(self, module: nn.Module, val: DataLoader) -> tuple[EpochStats, Score]:
         """Loss and accuracy of ``module`` on the validation batches, and its score on the selection metric."""
