@@ -447,7 +447,7 @@ class Trainer:
         """Fold into the head the logit adjustment that scores the highest balanced accuracy on the validation part,
         computed through the last phase's module and batches (cached inputs where it had them); its strength."""
         module, val = self._last if self._last is not None else self._loaders(model, split, last)[::2]  # resumed past its end
-        logits, labels = distributed.gather_rows(*forward_all(module, val, self.settings.precision))
+        logits, labels = self._val_logits(module, val)
         prior = log_prior([y for _, y in split.train], len(split.classes))
         tau, scores = choose_strength(logits, labels, prior)
         fold_into(model.head, tau, prior)
@@ -460,9 +460,13 @@ class Trainer:
             self.log(f"decisions left as trained: no move towards the rare classes scores better on validation ({scores[0.0]:.2%})")
         return tau
 
+    def _val_logits(self, module: nn.Module, val: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, labels)`` of ``module`` on the validation batches, every rank's shard gathered: every image once."""
+        return distributed.gather_rows(*forward_all(module, val, self.settings.precision))
+
     def _validate(self, module: nn.Module, val: DataLoader) -> tuple[EpochStats, Score]:
         """Loss and accuracy of ``module`` on the validation batches, and its score on the selection metric."""
-        logits, labels = distributed.gather_rows(*forward_all(module, val, self.settings.precision))  # every image once
+        logits, labels = self._val_logits(module, val)
         stats = evaluate_logits(logits, labels, self.loss_fn)
         return stats, score(logits, labels, stats.loss, self.metric)
 
