@@ -22,6 +22,7 @@ from graft.advice import stratified_sample
 from graft.data.dataset import load_data
 from graft.data.split import Split, make_split
 from graft.experiments import PRETRAIN
+from graft.inference import resolve
 from graft.train import recipe, trainer
 
 OUT = Path(__file__).with_suffix(".json")
@@ -103,6 +104,29 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
         {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "layer_decay": 0.7},
         False,
     ),
+    # batch mixing (graft.train.mixing) on today's finetune default: mixup or CutMix, one of the two each batch
+    "unfreeze-4-lr-1-bn-frozen-no-ema-mixup-cutmix": (
+        "finetune",
+        {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "mix": "mixup-cutmix"},
+        False,
+    ),
+    # stochastic depth (graft.backbones.droppath) on today's finetune default: up to 0.2 in the last block, timm's rate for
+    # training EfficientNet-B0
+    "unfreeze-4-lr-1-bn-frozen-no-ema-drop-path-0.2": (
+        "finetune",
+        {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "drop_path": 0.2},
+        False,
+    ),
+    # the head's learning rate (every trained layer's, at backbone_lr_scale 1) a third and three times the default 1e-3:
+    # whether a learning-rate finder has anything to find
+    **{
+        f"unfreeze-4-lr-1-bn-frozen-no-ema-lr-{lr:g}": (
+            "finetune",
+            {**NEW, "unfreeze": 4, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "lr": lr},
+            False,
+        )
+        for lr in (3e-4, 3e-3)
+    },
     "unfreeze-2-lr-1-bn-frozen-no-ema-size-128": (
         "finetune",
         {**NEW, "unfreeze": 2, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "image_size": 128},
@@ -196,6 +220,7 @@ def run(case: str, variant: str, out: Path) -> dict[str, Any]:
         "strategy": strategy,
         "settings": options,
         "select": "val_loss" if loss_rule else "val_metric",
+        "precision": resolve("auto"),
         "train_images": len(split.train),
         "val_images": len(split.val),
         "test_images": len(split.test),
@@ -208,16 +233,21 @@ def run(case: str, variant: str, out: Path) -> dict[str, Any]:
     }
 
 
+def same(row: dict[str, Any], case: str, variant: str, precision: str) -> bool:
+    """Whether ``row`` measured ``variant`` on ``case`` in ``precision`` (rows before the field was kept: bf16)."""
+    return (row["case"], row["variant"], row.get("precision", "bf16")) == (case, variant, precision)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as the markdown table docs/results.md shows, case by case in the order measured."""
     lines = [
-        "| case | variant | kept | val acc | test acc | 95% interval | balanced acc | epochs | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | variant | precision | kept | val acc | test acc | 95% interval | balanced acc | epochs | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (list(CASES).index(r["case"]), list(VARIANTS).index(r["variant"]))):
         low, high = r["test_accuracy_interval"]
         lines.append(
-            f"| {r['case']} | {r['variant']} | {r['kept']} | {r['val_accuracy']:.2%} | {r['test_accuracy']:.2%} | "
+            f"| {r['case']} | {r['variant']} | {r.get('precision', 'bf16')} | {r['kept']} | {r['val_accuracy']:.2%} | {r['test_accuracy']:.2%} | "
             f"{low:.1%}-{high:.1%} | {r['balanced_accuracy']:.2%} | {r['epochs']} | {r['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
@@ -237,15 +267,16 @@ def main() -> None:
     if args.table:
         print(table(rows))
         return
+    precision = resolve("auto")  # rows made in bf16 (an AVX-512 CPU) and in fp32 (AVX2) are measured apart
     for case in args.cases.split(","):
         for variant in args.variants.split(","):
-            if not args.again and any(r["case"] == case and r["variant"] == variant for r in rows):
-                print(f"== {case} {variant}: already measured")
+            if not args.again and any(same(r, case, variant, precision) for r in rows):
+                print(f"== {case} {variant} ({precision}): already measured")
                 continue
-            print(f"== {case} {variant}", flush=True)
+            print(f"== {case} {variant} ({precision})", flush=True)
             row = run(case, variant, args.out)
             print(json.dumps(row), flush=True)
-            rows = [r for r in rows if not (r["case"] == case and r["variant"] == variant)] + [row]
+            rows = [r for r in rows if not same(r, case, variant, precision)] + [row]
             OUT.write_text(json.dumps(rows, indent=1) + "\n")
 
 

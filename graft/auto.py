@@ -292,7 +292,7 @@ class Search:
         only then are the frozen blocks' outputs held). Only for the backbone the halving trains: each costs a
         trace and a few passes (about 2 s on lite0), which the ranking of every backbone need not pay."""
         finetunes = [c for c in candidates if c.strategy == "finetune"]
-        if not finetunes or self.settings.augment != "none":
+        if not finetunes or self.settings.varies_inputs:
             return
         seed_everything(self.settings.seed)
         model = GraftModel(create_backbone(backbone), len(self.split.classes), self.settings.head).to(self.device)

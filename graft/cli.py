@@ -67,6 +67,19 @@ Augment = Annotated[
         help="none, light, strong, trivial (TrivialAugment, never mirrors: characters, digits) or trivial-flip (photos): training images only"
     ),
 ]
+Mix = Annotated[
+    str | None,
+    typer.Option(
+        help="none, mixup, cutmix or mixup-cutmix (one of the two each batch): each training batch blended with a shuffled copy of itself, labels alike; images only (not features' cached inputs)"
+    ),
+]
+DropPathRate = Annotated[
+    float | None,
+    typer.Option(
+        "--drop-path",
+        help="stochastic depth: residual branches dropped at random while training, up to this rate in the last block (timm's --drop-path; default 0: off)",
+    ),
+]
 LayerDecay = Annotated[
     float | None,
     typer.Option(help="each transferred block learns this much slower than the next (default 1: all alike; timm's --layer-decay)"),
@@ -214,6 +227,7 @@ def fit(
     lr: Lr = None,
     batch_size: Batch = None,
     augment: Augment = None,
+    mix: Mix = None,
     head: Head = None,
     seed: Seed = None,
     workers: Workers = None,
@@ -223,6 +237,7 @@ def fit(
     ema: Ema = None,
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
+    drop_path: DropPathRate = None,
     batchnorm: BatchNorm = None,
     device: Device = None,
     tta: FitTta = None,
@@ -237,8 +252,8 @@ def fit(
     """Graft a new head onto a backbone and train it with one strategy."""
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
-        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, batchnorm=batchnorm, device=device, bad_images=bad_images,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, mix=mix, head=head, seed=seed, workers=workers, precision=precision,
+        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, drop_path=drop_path, batchnorm=batchnorm, device=device, bad_images=bad_images,
         tta=tta,
     )  # fmt: skip
     _launch(nproc)
@@ -331,6 +346,7 @@ def compare(
     lr: Lr = None,
     batch_size: Batch = None,
     augment: Augment = None,
+    mix: Mix = None,
     head: Head = None,
     seed: Seed = None,
     workers: Workers = None,
@@ -340,6 +356,7 @@ def compare(
     ema: Ema = None,
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
+    drop_path: DropPathRate = None,
     batchnorm: BatchNorm = None,
     device: Device = None,
     tta: FitTta = None,
@@ -355,8 +372,8 @@ def compare(
     results = run_compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
-        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, batchnorm=batchnorm, device=device, tta=tta,
+        epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, mix=mix, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
+        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, drop_path=drop_path, batchnorm=batchnorm, device=device, tta=tta,
     )  # fmt: skip
     results, metric = ranked(results)
     rows = [r.to_dict() for r in results]

@@ -49,7 +49,8 @@ def train_epoch(
         scaler.update()
         scheduler.step()
         total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
+        hard = targets.argmax(1) if targets.ndim == 2 else targets  # mixed batches' labels are class probabilities
+        correct += (logits.argmax(1) == hard).sum().item()
         seen += len(targets)
     return EpochStats(total_loss / max(seen, 1), correct / max(seen, 1))
 

@@ -11,6 +11,7 @@ from graft.device import check_device
 from graft.errors import GraftError
 from graft.inference import PRECISIONS, compile_mode, resolve
 from graft.model import HEADS
+from graft.train.mixing import MIXES
 
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 BATCHNORMS = ("frozen", "train")
@@ -29,9 +30,15 @@ class TrainSettings:
     patience: int = 3  # stop a phase after this many epochs without a better validation score (graft.train.recipe)
     seed: int = 0  # seeds the split, weights, shuffling and augmentation: same seed, same run
     augment: str = "none"  # none | light | strong | trivial | trivial-flip (graft.data.transforms), training images only
+    # none | mixup | cutmix | mixup-cutmix (one of the two a batch): each training batch blended with a shuffled copy of
+    # itself, labels alike (graft.train.mixing); images only, so the features strategy's cached inputs never mix
+    mix: str = "none"
     head: str = "linear"  # linear | mlp (dense 128 + ReLU + dropout + dense)
     workers: int = 0  # DataLoader worker processes; 0 decodes in the main process
     label_smoothing: float = 0.0
+    # stochastic depth: residual branches of trained blocks dropped at random, up to this rate in the last block (timm's
+    # --drop-path; graft.backbones.droppath); 0: off
+    drop_path: float = 0.0
     # frozen: BatchNorm layers keep their pretrained running statistics even in layers that train (scale and shift
     # still learn; Keras' fine-tuning guide's training=False; graft.train.trainer.pretrained_batchnorms) | train:
     # BatchNorm in trained layers normalises by each batch and updates its running statistics
@@ -46,6 +53,12 @@ class TrainSettings:
     # training, by as much as scores best on validation (graft.train.adjustment) | balanced: class-weighted loss | none
     class_weight: str = "auto"
     device: str = "auto"  # auto (CUDA, then Apple MPS, then the CPU) | cpu | cuda | cuda:N | mps (graft.device)
+
+    @property
+    def varies_inputs(self) -> bool:
+        """Whether an image's input differs from epoch to epoch (augmentation or mixing): then nothing computed from
+        the images can be kept across epochs."""
+        return self.augment != "none" or self.mix != "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +88,9 @@ class TrainSettings:
         _check(self.label_smoothing, float, "label_smoothing", minimum=0)
         if self.label_smoothing >= 1:
             raise GraftError(f"label_smoothing {self.label_smoothing} must be below 1")
+        _check(self.drop_path, float, "--drop-path", minimum=0)
+        if self.drop_path >= 1:
+            raise GraftError(f"--drop-path {self.drop_path} must be below 1 (the chance a residual branch is dropped)")
         if not isinstance(self.ema, bool):
             _check(self.ema, float, "ema", above=0)
             if self.ema >= 1:
@@ -84,6 +100,7 @@ class TrainSettings:
         if self.per_class is not None:
             _check(self.per_class, int, "--per-class", minimum=1)
         _choice(self.augment, AUGMENTATIONS, "--augment")
+        _choice(self.mix, MIXES, "--mix")
         _choice(self.head, HEADS, "--head")
         _choice(self.precision, PRECISIONS, "--precision")
         _choice(self.class_weight, CLASS_WEIGHTS, "--class-weight")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from graft import distributed, features
 from graft.atomic import append_line, write_text
+from graft.backbones.droppath import set_drop_path
 from graft.backbones.prefix import frozen_blocks, split_frozen_prefix
 from graft.console import track
 from graft.data.decoded import DecodedImages
@@ -38,6 +39,7 @@ from graft.strategies.base import Phase, Strategy
 from graft.train.adjustment import choose_strength, fold_into, log_prior
 from graft.train.checkpoint import save_checkpoint
 from graft.train.loop import EpochStats, evaluate_logits, train_epoch
+from graft.train.mixing import mixed, mixer
 from graft.train.optim import adamw, load_state
 from graft.train.recipe import Score, WeightAverage, ema_decay, resize_input, score, selection_metric
 from graft.train.settings import TrainSettings
@@ -213,6 +215,7 @@ class Trainer:
         self.loss_fn.to(device)  # its class weights meet the logits there
         strategy.prepare(model)  # first: scratch replaces the backbone, whose new weights must move and need the layout too
         resize_input(model.backbone, self.settings.image_size)  # after prepare: scratch's new backbone has the default size
+        self._drop_paths(model)
         model.to(device)  # before the optimizer is built: it keeps state beside each parameter, on its device
         prepare(model)  # channels-last weights before the optimizer sees them (graft.inference)
         phases = strategy.phases(model, self.settings)
@@ -240,6 +243,16 @@ class Trainer:
         history = progress.history
         seconds = progress.seconds + time.perf_counter() - start
         return TrainResult(len(history), seconds, sum(trained.values()), history, stopped, adjustment)
+
+    def _drop_paths(self, model: GraftModel) -> None:
+        """Stochastic depth in the backbone's residual blocks where ``drop_path`` asks for it, said in one line."""
+        if rate := self.settings.drop_path:
+            blocks = set_drop_path(model.backbone, rate)
+            self.log(
+                f"stochastic depth in {blocks} residual blocks, up to {rate:g} in the last"
+                if blocks
+                else "--drop-path does nothing here: the backbone has no residual blocks that timm gives stochastic depth"
+            )
 
     def _until_stopped(self, batches: Any) -> Any:
         """``batches``, raising :class:`TimeUp` before the next one once ``stop`` says so."""
@@ -290,12 +303,12 @@ class Trainer:
         s, pre, root = self.settings, model.backbone.preprocessing, Path(split.root)
         pinned = pin_memory(module_device(model))
         apply_freezing(model, phase, self._kept_norms)
-        if not model.backbone_trains() and (s.augment == "none" or phase.cached):
+        if not model.backbone_trains() and (not s.varies_inputs or phase.cached):
             cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
             return model.head, *self._tensor_loaders(parts, pinned)
-        if s.augment == "none" and (fed := self._prefix_fed(model, split, pinned)) is not None:
+        if not s.varies_inputs and (fed := self._prefix_fed(model, split, pinned)) is not None:
             return fed
         train = make_loader(
             root,
@@ -393,6 +406,7 @@ class Trainer:
             optimizer, max_lr=[g["lr"] for g in phase.groups], total_steps=max(phase.epochs * len(train), MIN_SCHEDULE_STEPS), pct_start=0.1
         )
         scaler = grad_scaler(s.precision, module_device(module))  # one a phase: its loss scale adapts over many steps
+        mix = None if isinstance(train.dataset, TensorDataset) else mixer(s.mix, len(split.classes))  # cached inputs are not images
         decay = ema_decay(s.ema)
         averaged = WeightAverage(module, decay) if decay is not None else None
         if averaged is not None:  # after every optimizer step (none where fp16 gradients overflowed)
@@ -412,6 +426,7 @@ class Trainer:
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
             module.train() if module is model.head else apply_freezing(model, phase, self._kept_norms)
             batches = self._until_stopped(track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train)))
+            batches = mixed(batches, mix)
             stats = train_epoch(stepped, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             stats = EpochStats(*distributed.mean(stats.loss, stats.accuracy))  # this rank's shard: the mean of equal shards
             val_stats, current = self._validate(module, val)
