@@ -180,3 +180,18 @@ def test_a_resumed_run_continues_the_same_weight_average(shapes: Path, tmp_path:
     graft.resume(tmp_path / "run")
     assert all("ema_val_loss" in record for record in metrics(tmp_path / "run"))
     assert_same_run(tmp_path / "run", tmp_path / "reference")
+
+
+@pytest.mark.parametrize(("lr", "said"), [(1e-3, None), (1.0, "try --lr 0.3")])
+def test_a_phase_whose_training_loss_ends_no_better_than_a_uniform_guess_says_so(shapes: Path, lr: float, said: str | None) -> None:
+    """At lr 1 the small CNN's training loss ends at about 1.28, above ln 3 = 1.10, a uniform guess's: one line says
+    the rate is likely too high and names a third of it; at the default rate it learns and nothing is said."""
+    split = make_split(load_image_set(shapes), seed=0)
+    seed_everything(0)
+    lines: list[str] = []
+    result = Trainer(TrainSettings(epochs=3, batch_size=16, patience=5, lr=lr), log=lines.append).fit(
+        GraftModel(SmallCNN(widths=(8, 16, 16)), 3), get_strategy("scratch"), split
+    )
+    unlearnt = [line for line in lines if "training did not learn" in line]
+    assert (result.history[-1]["train_loss"] >= math.log(3)) == (said is not None)
+    assert len(unlearnt) == (0 if said is None else 1) and all(str(said) in line for line in unlearnt)

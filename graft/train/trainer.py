@@ -8,6 +8,7 @@ cached features), its frozen first blocks when only the last ones train (:mod:`g
 
 import copy
 import json
+import math
 import os
 import random
 import time
@@ -450,6 +451,7 @@ class Trainer:
             self._checkpoint(model, optimizer, scheduler, progress, start, scaler, averaged)
             if self.metrics_path is not None:  # after the checkpoint: a metrics line means its epoch is saved
                 append_line(self.metrics_path, json.dumps(record))
+        self._say_if_unlearnt(strategy, phase, progress, len(split.classes))
         if progress.best_state is not None:
             best = progress.best or {}
             self.log(
@@ -457,6 +459,19 @@ class Trainer:
                 f"{best.get('epoch')} (validation {self.metric} {best.get('metric', 0):.2%})"
             )
             model.load_state_dict(progress.best_state)
+
+    def _say_if_unlearnt(self, strategy: str, phase: Phase, progress: Progress, num_classes: int) -> None:
+        """One line where a phase of two epochs or more ends with a training loss no better than a uniform guess's (ln k,
+        whatever the class weights, label smoothing or mixing): the mark of a network that diverged, or collapsed to one
+        output, as three times the default rate does on fashion and characters (docs/results.md). A network that learns,
+        however slowly, is below it after its first epoch. Said, not acted on: the run keeps its best epoch as it is."""
+        records = [r for r in progress.history if r["phase"] == phase.name]
+        guess = math.log(num_classes)
+        if len(records) >= 2 and not records[-1]["train_loss"] < guess:  # NaN counts as not learnt
+            self.log(
+                f"{strategy}/{phase.name}: training did not learn (training loss {records[-1]['train_loss']:.4f}, a uniform guess's "
+                f"{guess:.4f}): the learning rate is likely too high for this data; try --lr {self.settings.lr / 3:.1g}"
+            )
 
     def _adjust(self, model: GraftModel, split: Split, last: Phase) -> float:
         """Fold into the head the logit adjustment that scores the highest balanced accuracy on the validation part,
