@@ -288,7 +288,7 @@ class Search:
         return Speed(decode + forward / len(labels), decode + step / len(labels))
 
     def measure_fed(self, backbone: str, candidates: list[Candidate]) -> None:
-        """:meth:`fed_speed` of the ``finetune`` candidates among ``candidates`` (where the images are not augmented:
+        """:meth:`fed_speed` of the ``finetune`` candidates among ``candidates`` (where the images are neither augmented nor mixed:
         only then are the frozen blocks' outputs held). Only for the backbone the halving trains: each costs a
         trace and a few passes (about 2 s on lite0), which the ranking of every backbone need not pay."""
         finetunes = [c for c in candidates if c.strategy == "finetune"]

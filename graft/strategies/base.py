@@ -23,7 +23,7 @@ class Phase:
     """A stretch of training: ``groups`` are torch optimizer parameter groups (``params`` and ``lr``).
 
     ``cached`` asks for the head to train on cached bottleneck features even when augmentation is on
-    (the ``features`` strategy); a frozen backbone without augmentation uses the cache anyway. ``solve``
+    (the ``features`` strategy); a frozen backbone without augmentation or mixing uses the cache anyway. ``solve``
     says a linear head on cached features is solved to its optimum (L-BFGS, its L2 strength chosen on the
     validation images: :mod:`graft.train.solver`) instead of trained for epochs.
     """

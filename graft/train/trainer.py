@@ -1,9 +1,10 @@
 """The trainer: runs a strategy's phases on a split, with early stopping and per-epoch metrics.
 
 It knows nothing about particular strategies. For each phase it freezes every parameter outside the
-phase's groups, keeps frozen BatchNorm layers in inference mode, and, when the training images are not
-augmented, runs the frozen part once per image: the whole backbone when it is frozen (the head trains on
-cached features), its frozen first blocks when only the last ones train (:mod:`graft.backbones.prefix`).
+phase's groups, keeps frozen BatchNorm layers in inference mode, and, when the training images are
+neither augmented nor mixed, runs the frozen part once per image: the whole backbone when it is frozen (the
+head trains on cached features), its frozen first blocks when only the last ones train
+(:mod:`graft.backbones.prefix`).
 """
 
 import copy
@@ -354,7 +355,7 @@ class Trainer:
         return train, DataLoader(parts[1], batch_size=s.batch_size, sampler=val_rows, pin_memory=pinned)
 
     def _prefix_fed(self, model: GraftModel, split: Split, pinned: bool) -> tuple[nn.Module, DataLoader, DataLoader] | None:
-        """Where the first blocks are frozen and the images not augmented: their output computed once per image,
+        """Where the first blocks are frozen and the images neither augmented nor mixed: their output computed once per image,
         and only the blocks after them (and the head) run each epoch; ``None`` where the backbone cannot be cut.
 
         The outputs are held in memory, within what the decoded images leave of their bound
