@@ -43,7 +43,7 @@ CASES: dict[str, tuple[str, str | None, int, int, int, dict[str, Any]]] = {
 # Every variant spells out the settings it measures, so a default changed later cannot change a row.
 # The recipe before this ablation: BatchNorm statistics from each batch in layers that train, every backbone at a
 # tenth of the head's rate, finetune's last block (run() adds unfreeze 1 where a finetune variant names none).
-BEFORE: dict[str, Any] = {"ema": False, "augment": "none", "batchnorm": "train", "backbone_lr_scale": 0.1}
+BEFORE: dict[str, Any] = {"ema": False, "augment": "none", "batchnorm": "train", "backbone_lr_scale": 0.1, "progressive": False}
 NEW: dict[str, Any] = {**BEFORE, "ema": True}
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "before": ("finetune", BEFORE, True),  # the recipe before the ablation: lowest validation loss kept, no weight average
@@ -92,6 +92,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
         for n in (96, 128, 224)
     },
     "full-lr-1-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False}, False),
+    # progressive resizing (graft.train.resolution) on today's full default: the first half of the epochs at 0.7 of the side
+    "full-lr-1-bn-frozen-no-ema-progressive": (
+        "full",
+        {**NEW, "backbone_lr_scale": 1.0, "batchnorm": "frozen", "ema": False, "progressive": True},
+        False,
+    ),
     "full-lr-0.3-bn-frozen-no-ema": ("full", {**NEW, "backbone_lr_scale": 0.3, "batchnorm": "frozen", "ema": False}, False),
     # layer-wise learning-rate decay (timm's --layer-decay) on today's defaults: each block 0.7x the next one's rate
     "full-lr-1-bn-frozen-no-ema-layer-decay-0.7": (

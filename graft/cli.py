@@ -80,6 +80,13 @@ DropPathRate = Annotated[
         help="stochastic depth: residual branches dropped at random while training, up to this rate in the last block (timm's --drop-path; default 0: off)",
     ),
 ]
+Progressive = Annotated[
+    bool | None,
+    typer.Option(
+        "--progressive/--no-progressive",
+        help="progressive resizing: the first half of the epochs that feed images to the network train at 0.7 of the side, the last at the full side; validation always at the full side",
+    ),
+]
 LayerDecay = Annotated[
     float | None,
     typer.Option(help="each transferred block learns this much slower than the next (default 1: all alike; timm's --layer-decay)"),
@@ -238,6 +245,7 @@ def fit(
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
     drop_path: DropPathRate = None,
+    progressive: Progressive = None,
     batchnorm: BatchNorm = None,
     device: Device = None,
     tta: FitTta = None,
@@ -253,7 +261,7 @@ def fit(
     config = FitConfig.create(
         data, classes=classes, backbone=backbone, strategy=strategy, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, mix=mix, head=head, seed=seed, workers=workers, precision=precision,
-        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, drop_path=drop_path, batchnorm=batchnorm, device=device, bad_images=bad_images,
+        per_class=per_class, class_weight=class_weight, ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, drop_path=drop_path, progressive=progressive, batchnorm=batchnorm, device=device, bad_images=bad_images,
         tta=tta,
     )  # fmt: skip
     _launch(nproc)
@@ -357,6 +365,7 @@ def compare(
     image_size: ImageSize = None,
     layer_decay: LayerDecay = None,
     drop_path: DropPathRate = None,
+    progressive: Progressive = None,
     batchnorm: BatchNorm = None,
     device: Device = None,
     tta: FitTta = None,
@@ -373,7 +382,7 @@ def compare(
         data, names, out=out, overwrite=overwrite, report=report, tensorboard=tensorboard,
         classes=classes, backbone=backbone, weights=weights, layer=layer, unfreeze=unfreeze, freeze_first=freeze_first,
         epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, mix=mix, head=head, seed=seed, workers=workers, precision=precision, per_class=per_class, class_weight=class_weight,
-        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, drop_path=drop_path, batchnorm=batchnorm, device=device, tta=tta,
+        ema=ema_setting(ema), image_size=image_size, layer_decay=layer_decay, drop_path=drop_path, progressive=progressive, batchnorm=batchnorm, device=device, tta=tta,
     )  # fmt: skip
     results, metric = ranked(results)
     rows = [r.to_dict() for r in results]

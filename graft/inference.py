@@ -38,7 +38,7 @@ bf16 on CUDA GPUs that compute it natively, else fp16 (training then scales the 
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from functools import cache
 
@@ -278,18 +278,27 @@ class FrozenForward:
     images are augmented, so they must run every step: without autograd, and through a faster copy where the
     phase's steps predict enough eager work to pay for one, chosen and judged as a long pass chooses its copy
     (:class:`_Runner`: compiled, or ONNX Runtime where the CPU computes in fp32). Their weights and BatchNorm
-    statistics do not change during the phase, so one copy serves every epoch. Never int8: training sees what
-    the frozen blocks compute in floating point. With gradients off (a validation pass, which has its own fast
-    path) the blocks run as they are.
+    statistics do not change during the phase, so one copy serves every epoch at the same input side; under
+    progressive resizing (:mod:`graft.train.resolution`) each side gets its own runner, judged on the steps
+    the phase runs at that side (``steps``: side -> steps, in the order the phase reaches them). Never int8:
+    training sees what the frozen blocks compute in floating point. With gradients off (a validation pass,
+    which has its own fast path) the blocks run as they are.
     """
 
-    def __init__(self, module: nn.Module, steps: int, precision: str) -> None:
-        self.module = module
-        self.runner = _Runner(module, steps, "auto" if precision == "int8" else precision, quantize=False)
+    def __init__(self, module: nn.Module, steps: Mapping[int, int], precision: str) -> None:
+        self.module, self.steps = module, steps
+        self.precision = "auto" if precision == "int8" else precision
+        self.side = next(iter(steps))
+        self.runner = self._runner(self.side)
+
+    def _runner(self, side: int) -> _Runner:
+        return _Runner(self.module, self.steps.get(side), self.precision, quantize=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.is_grad_enabled():
             return self.module(x)
+        if x.shape[-1] != self.side:  # progressive resizing moved on: the copy built for the last side does not fit
+            self.side, self.runner = x.shape[-1], self._runner(x.shape[-1])
         with torch.no_grad():
             return self.runner(x)
 

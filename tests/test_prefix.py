@@ -141,7 +141,7 @@ def test_the_frozen_forward_builds_its_copy_once_for_the_phase_and_runs_without_
     backbone = _train_last(SmallCNN(widths=(8, 16, 16)), 1).eval()
     prefix, _ = split_frozen_prefix(backbone, frozen_blocks(backbone))
     monkeypatch.setenv("GRAFT_COMPILE", "on")  # build on the first step, whatever the phase's length
-    forward = FrozenForward(prefix, steps=3, precision="fp32")
+    forward = FrozenForward(prefix, steps={backbone.preprocessing.input_size[-1]: 3}, precision="fp32")
     x = torch.randn(4, *backbone.preprocessing.input_size)
     with torch.no_grad():
         expected = prefix(x)

@@ -44,6 +44,9 @@ class TrainSettings:
     # BatchNorm in trained layers normalises by each batch and updates its running statistics
     batchnorm: str = "frozen"
     image_size: int | None = None  # square input side in pixels; None: the backbone's own (224 for lite0)
+    # progressive resizing: where a phase feeds images to the network every epoch, its first half of epochs trains at 0.7
+    # of the side and the last at the full side (graft.train.resolution); validation always at the full side
+    progressive: bool = False
     # also evaluate a moving average of the weights (True: decay 0.999, warmed up), kept where it scores better; off by
     # default: under OneCycle's annealing it was never better than the best epoch (docs/results.md, the fine-tuning recipe)
     ema: bool | float = False
@@ -91,6 +94,8 @@ class TrainSettings:
         _check(self.drop_path, float, "--drop-path", minimum=0)
         if self.drop_path >= 1:
             raise GraftError(f"--drop-path {self.drop_path} must be below 1 (the chance a residual branch is dropped)")
+        if not isinstance(self.progressive, bool):
+            raise GraftError(f"progressive must be true or false, got {self.progressive!r}")
         if not isinstance(self.ema, bool):
             _check(self.ema, float, "ema", above=0)
             if self.ema >= 1:

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from graft.train.loop import EpochStats, evaluate_logits, train_epoch
 from graft.train.mixing import mixed, mixer
 from graft.train.optim import adamw, load_state
 from graft.train.recipe import Score, WeightAverage, ema_decay, resize_input, score, selection_metric
+from graft.train.resolution import accepts, epoch_sides, shrunk
 from graft.train.settings import TrainSettings
 from graft.train.solver import class_weights, copy_into, fit_linear_head
 
@@ -300,8 +302,9 @@ class Trainer:
             write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in progress.history))
         return progress
 
-    def _loaders(self, model: GraftModel, split: Split, phase: Phase) -> tuple[nn.Module, DataLoader, DataLoader]:
-        """The module to step and its train/val batches: the head on cached features, or the whole model."""
+    def _loaders(self, model: GraftModel, split: Split, phase: Phase) -> tuple[nn.Module, DataLoader, DataLoader, list[int] | None]:
+        """The module to step, its train/val batches, and the side each epoch's training images are shrunk to under
+        progressive resizing (``None``: as they come): the head on cached features, or the whole model."""
         s, pre, root = self.settings, model.backbone.preprocessing, Path(split.root)
         pinned = pin_memory(module_device(model))
         apply_freezing(model, phase, self._kept_norms)
@@ -309,9 +312,9 @@ class Trainer:
             cache = features.FeatureCache(model.backbone, s.precision)
             parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
-            return model.head, *self._tensor_loaders(parts, pinned)
+            return model.head, *self._tensor_loaders(parts, pinned), None
         if not s.varies_inputs and (fed := self._prefix_fed(model, split, pinned)) is not None:
-            return fed
+            return *fed, None
         train = make_loader(
             root,
             split.train,
@@ -329,13 +332,33 @@ class Trainer:
         )
         if line := self._decoded.summary():
             self.log(line)
-        return self._prefixed(model, len(train) * phase.epochs) or model, train, val
+        sides = self._epoch_sides(model, phase)
+        each = sides or [model.backbone.preprocessing.input_size[-1]] * phase.epochs
+        steps = {side: epochs * len(train) for side, epochs in Counter(each).items()}  # in the order the phase reaches them
+        return self._prefixed(model, steps) or model, train, val, sides
 
-    def _prefixed(self, model: GraftModel, steps: int) -> PrefixFed | None:
+    def _epoch_sides(self, model: GraftModel, phase: Phase) -> list[int] | None:
+        """The side each epoch of ``phase`` trains at under progressive resizing (:mod:`graft.train.resolution`), said in
+        one line; ``None`` where it is off, the phase too short, or the network does not run on smaller images."""
+        channels, height, width = model.backbone.preprocessing.input_size
+        sides = epoch_sides(width, phase.epochs) if self.settings.progressive and height == width else None
+        if sides is None or sides[0] == width:
+            return None
+        if not accepts(model, channels, sides[0]):
+            self.log(f"progressive resizing: this network does not run on {sides[0]}-pixel images; every epoch trains at {width}")
+            return None
+        small = sides.count(sides[0])
+        self.log(
+            f"progressive resizing: epochs 1-{small} train at {sides[0]} pixels, the side grows to {width} by epoch "
+            f"{sides.index(width) + 1}; validation runs at {width} (--no-progressive trains every epoch at {width})"
+        )
+        return sides
+
+    def _prefixed(self, model: GraftModel, steps: dict[int, int]) -> PrefixFed | None:
         """With augmentation the frozen first blocks (all of them for ``frozen``) still run every step, but without
-        autograd and, where the phase's ``steps`` predict enough work, through a faster copy built once for the
-        phase (:class:`graft.inference.FrozenForward`); ``None`` where no first block is frozen or the backbone
-        cannot be cut."""
+        autograd and, where the phase's ``steps`` (at each input side) predict enough work, through a faster copy built
+        once for the phase (:class:`graft.inference.FrozenForward`); ``None`` where no first block is frozen or the
+        backbone cannot be cut."""
         if not model.backbone_trains():
             prefix, rest = model.backbone, nn.Identity()
         elif (frozen := frozen_blocks(model.backbone)) and (cut := split_frozen_prefix(model.backbone, frozen)) is not None:
@@ -395,7 +418,8 @@ class Trainer:
         s = self.settings
         if progress.epoch >= phase.epochs:  # resumed after the phase's last checkpoint: nothing left in it
             return
-        module, train, val = self._loaders(model, split, phase)
+        module, train, val, sides = self._loaders(model, split, phase)
+        full = sides[-1] if sides else None
         self._last = module, val
         if phase.solve and module is model.head and isinstance(model.head, nn.Linear):
             self._solve_head(model, phase, train.dataset, val.dataset, strategy, progress, start)  # type: ignore[arg-type]
@@ -428,12 +452,15 @@ class Trainer:
             reshuffle(train, epoch_seed(s.seed, progress.phase, epoch))
             module.train() if module is model.head else apply_freezing(model, phase, self._kept_norms)
             batches = self._until_stopped(track(train, f"{strategy}/{phase.name} epoch {epoch}/{phase.epochs}", total=len(train)))
-            batches = mixed(batches, mix)
+            side = sides[epoch - 1] if sides else None
+            batches = mixed(batches if side is None else shrunk(batches, side), mix)
             stats = train_epoch(stepped, batches, optimizer, scheduler, self.loss_fn, s.precision, scaler)
             stats = EpochStats(*distributed.mean(stats.loss, stats.accuracy))  # this rank's shard: the mean of equal shards
             val_stats, current = self._validate(module, val)
             record = self._record(strategy, phase, epoch, stats, val_stats, time.perf_counter() - tick)
             record.update(self._balanced("val", current))
+            if side is not None:
+                record["side"] = side
             progress.epoch = epoch
             improved = self._keep_best(model, module, progress, "weights", current, None)
             if averaged is not None:
@@ -444,7 +471,8 @@ class Trainer:
                     **self._balanced("ema_val", ema_score),
                 )
                 improved = self._keep_best(model, module, progress, "ema", ema_score, averaged) or improved
-            progress.stale = 0 if improved else progress.stale + 1
+            # an epoch on shrunk images never ends the phase: the epochs at the full side are still to come
+            progress.stale = 0 if improved or side not in (None, full) else progress.stale + 1
             record["best"] = progress.best
             progress.history.append(record)
             if progress.stale >= s.patience:
