@@ -348,8 +348,9 @@ class Trainer:
             self.log(f"progressive resizing: this network does not run on {sides[0]}-pixel images; every epoch trains at {width}")
             return None
         small = sides.count(sides[0])
+        first = f"epochs 1-{small} train" if small > 1 else "epoch 1 trains"
         self.log(
-            f"progressive resizing: epochs 1-{small} train at {sides[0]} pixels, the side grows to {width} by epoch "
+            f"progressive resizing: {first} at {sides[0]} pixels, the side grows to {width} by epoch "
             f"{sides.index(width) + 1}; validation runs at {width} (--no-progressive trains every epoch at {width})"
         )
         return sides
