@@ -68,6 +68,7 @@ from graft.rundir import METRICS
 from graft.sources import create_backbone
 from graft.strategies import get_strategy
 from graft.strategies.transfer import DEFAULT_SHARE
+from graft.train.depthwise import fast_depthwise
 from graft.train.recipe import selection_metric
 from graft.train.trainer import Trainer, TrainResult, apply_freezing, seed_everything
 from graft.transferability import logme
@@ -339,7 +340,7 @@ class Search:
             model(inputs)
         middle = self.clock.now()
         model.train()
-        with autocast(precision, inputs.device):
+        with autocast(precision, inputs.device), fast_depthwise(precision, inputs.device, model):  # as train_epoch steps
             loss = torch.nn.functional.cross_entropy(model(inputs).float(), labels)
         loss.backward()
         return middle - tick, self.clock.now() - middle

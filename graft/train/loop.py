@@ -9,6 +9,7 @@ from torch import nn
 from graft.device import module_device
 from graft.distributed import check_interrupt
 from graft.inference import autocast, grad_scaler, to_channels_last
+from graft.train.depthwise import fast_depthwise
 
 
 @dataclass
@@ -31,17 +32,20 @@ def train_epoch(
     Batches go to ``module``'s device (``loss_fn`` must be there too). The forward pass and the loss run
     under ``precision``'s autocast (bf16 or fp16 matrix products, fp32 weights, fp32 optimizer step); see
     :mod:`graft.inference`. ``scaler`` scales fp16 losses (:func:`graft.inference.grad_scaler`); the
-    caller keeps it across epochs, since its scale adapts over many steps.
+    caller keeps it across epochs, since its scale adapts over many steps. bf16 steps on the CPU take
+    depthwise convolutions' backward through oneDNN's fast kernels (:mod:`graft.train.depthwise`).
     """
     device = module_device(module)
     scaler = scaler if scaler is not None else grad_scaler(precision, device)
+    depthwise = fast_depthwise(precision, device, module)
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in batches:
         check_interrupt()  # Ctrl-C lands here, on every rank at the same step (graft.interrupt, graft.distributed)
         inputs = to_channels_last(inputs.to(device, non_blocking=True))
         targets = torch.as_tensor(targets).to(device, non_blocking=True)
         with autocast(precision, device):
-            logits = module(inputs).float()
+            with depthwise:
+                logits = module(inputs).float()
             loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
