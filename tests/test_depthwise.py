@@ -21,7 +21,9 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
         ((2, 8, 12, 12), 3, 1, 1, False),
         ((2, 8, 13, 13), 3, 2, 0, False),  # lite0's explicitly padded stride-2 3x3
         ((2, 8, 12, 12), 5, 1, 2, False),
-        ((2, 8, 10, 11), 5, 2, 1, False),  # the stride leaves a row and a column no window reaches
+        ((2, 8, 10, 11), 5, 2, 1, False),
+        ((2, 8, 12, 13), 3, 2, 0, False),  # the stride leaves a row no window reaches: its gradient is zero
+        ((2, 8, 112, 112), 3, 2, 1, False),  # MobileNet's stride-2 3x3 at full size
         ((2, 8, 9, 9), 7, 1, 3, True),  # ConvNeXt's 7x7 with a bias
         ((1, 4, 11, 9), (5, 3), (2, 1), (2, 1), True),  # uneven filter, stride and padding
         ((2, 8, 15, 15), 7, 2, 3, False),

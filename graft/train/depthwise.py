@@ -92,8 +92,13 @@ def _input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: tuple
     (sh, sw), (ph, pw) = stride, padding
     height, width = x.shape[2:]
     kh, kw = w.shape[2:]
-    reached = (height + 2 * ph - kh) % sh == 0 and (width + 2 * pw - kw) % sw == 0 and kh >= sh and kw >= sw
-    grad = torch.empty_like(x, memory_format=torch.channels_last) if reached else _channels_last(x.new_zeros(x.shape))
+    if kh >= sh and kw >= sw:  # every phase has a tap: each position up to the last window's reach gets a value
+        grad = torch.empty_like(x, memory_format=torch.channels_last)
+        reach_h, reach_w = sh * (g.shape[2] - 1) + kh - ph, sw * (g.shape[3] - 1) + kw - pw
+        grad[:, :, reach_h:].zero_()  # the rows and columns past it (the stride's remainder) get none
+        grad[:, :, :, reach_w:].zero_()
+    else:
+        grad = _channels_last(x.new_zeros(x.shape))
     for rh in range(min(sh, kh)):
         for rw in range(min(sw, kw)):
             taps = _channels_last(w[:, :, rh::sh, rw::sw].flip(2, 3))
