@@ -133,7 +133,10 @@ def test_finetune_with_augmentation_runs_the_frozen_blocks_apart_and_learns_the_
     whole, _, _ = _finetune(shapes, settings, graded)
     assert graded[0] >= settings.epochs * 36  # the frozen stem under autograd (recording nothing, but paying for it)
     for name, tensor in whole.state_dict().items():
-        torch.testing.assert_close(apart.state_dict()[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+        # Folded BatchNorms (graft.folding) round the frozen blocks' outputs differently, and AdamW's normalised step
+        # turns a rounding-sized gradient into a full-sized update: equal per tensor to rounding, not per element
+        difference = (apart.state_dict()[name].float() - tensor.float()).norm() / tensor.float().norm().clamp_min(1e-12)
+        assert difference < 1e-2, (name, difference.item())
 
 
 def test_the_frozen_forward_builds_its_copy_once_for_the_phase_and_runs_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
