@@ -225,7 +225,8 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
         results.add(f"features/{name}/eager_fp32_share_of_fp32_peak", eager * gflops / peaks["fp32"], "fraction")
         results.add(f"features/{name}/eager_fp32", eager, "images/s")
         results.add(f"features/{name}/onnxruntime_fp32", ort, "images/s", eager)
-        # graft's default: passes predicted under graft.inference.COMPILE_AFTER_SECONDS run eagerly (bf16 or fp32)...
+        # graft's default: passes predicted under graft.inference.INT8_AFTER_SECONDS (COMPILE_AFTER_SECONDS for a network
+        # with depthwise convolutions) run eagerly (bf16 or fp32)...
         results.add(f"features/{name}/graft_short_pass_vs_eager_fp32", short, "images/s", eager)
         # ... longer ones in int8 where its outputs agree with fp32 (1 here), else compiled
         results.add(f"features/{name}/int8_feature_cosine_min", agreement, "cosine")

@@ -25,9 +25,11 @@ cache of a large data set, evaluating tens of thousands of images), and keeps th
 if it measures faster; ``graft --compile on|off`` (``GRAFT_COMPILE``) forces either. Each pass compiles
 afresh: frozen weights must never outlive a training step that changed them.
 
-A long pass goes further where the network allows: an int8 copy (:mod:`graft.quantize`) ran vgg16 2.3x
-and resnet50 2.1x faster than compiled bf16 in ``make bench``, but it is kept only where its outputs
-measure as close to fp32 as bf16's (a cosine of 0.99; EfficientNet-Lite0 stays in bf16).
+A pass predicting more than :data:`INT8_AFTER_SECONDS` (45 s) of eager work goes further where the network
+allows: an int8 copy (:mod:`graft.quantize`) ran vgg16 2.3x and resnet50 2.1x faster than compiled bf16 in
+``make bench`` and builds in 9-19 s, but it is kept only where its outputs measure as close to fp32 as
+bf16's (a cosine of 0.99; EfficientNet-Lite0 stays in bf16). A network with depthwise convolutions, which
+int8 rarely suits, is tried on long passes only.
 ``--precision int8`` uses it on every pass; ``--precision bf16`` or ``fp32`` never.
 
 Where the CPU has no native bf16 (AVX2-only: passes run in fp32), eager PyTorch is far from the best the
@@ -58,12 +60,16 @@ from graft.errors import GraftError
 from graft.folding import agrees, folded_batchnorm
 from graft.interrupt import check
 from graft.prefetch import prefetched
-from graft.quantize import AGREEMENT, quantized
+from graft.quantize import AGREEMENT, likely_to_agree, quantized
 
 PRECISIONS = ("auto", "int8", "bf16", "fp32")
 COMPILE_MODES = ("auto", "on", "off")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the precisions autocast computes in; fp32 runs without it
 COMPILE_AFTER_SECONDS = 180.0  # make bench: compiling vgg16 (13 s) repaid itself after 80 s, resnet50 (25 s) after 290 s
+# make bench (AVX-512, 2 cores): resnet50's int8 copy built in 9 s and repaid it after 478 images (15 s of eager bf16 work),
+# vgg16's in 19 s after 350 (33 s): from 45 s of predicted eager work both gain, and a copy thrown away (it
+# disagreed with fp32, or failed) costs at most about 40% more. Networks int8 rarely suits wait for a long pass.
+INT8_AFTER_SECONDS = 45.0
 # make bench, an AVX2 EPYC, 2 cores: exporting and loading lite0 takes 1.2 s, resnet50 2 s; ONNX Runtime repaid
 # them after 2 and 4 s of eager work (the first batch's prediction overestimates: it includes the kernels' set-up)
 ONNXRUNTIME_AFTER_SECONDS = 5.0
@@ -147,7 +153,8 @@ class _Runner:
     The eager time of the second and third batch (the first warms oneDNN up) times the batches left is
     the pass's predicted eager work. Past :data:`COMPILE_AFTER_SECONDS` ``auto`` builds, on the fourth
     batch, an int8 copy (:mod:`graft.quantize`, under ``--precision auto`` on the CPU only), kept if its outputs follow
-    fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one. Where the pass computes in fp32 on the
+    fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one; past :data:`INT8_AFTER_SECONDS` only the int8
+    copy, and only for a network :func:`~graft.quantize.likely_to_agree`. Where the pass computes in fp32 on the
     CPU, an ONNX Runtime copy replaces the compiled one, and as it costs a second or two to build, a pass
     whose first batch predicts more than :data:`ONNXRUNTIME_AFTER_SECONDS` of eager work (and not a long
     one) builds it on the second batch. No copy speeds up every network (on two
@@ -222,7 +229,7 @@ class _Runner:
         # ONNX Runtime's copy costs a second or two, so it need not wait for the warm batches, unless the cold
         # first batch predicts a long pass: that one waits for them, to try int8 first.
         early = self.done == 1 and left <= COMPILE_AFTER_SECONDS
-        return self._long() or (self.ort and (early or self.done == 3) and left > ONNXRUNTIME_AFTER_SECONDS)
+        return self._long() or self._int8_due() or (self.ort and (early or self.done == 3) and left > ONNXRUNTIME_AFTER_SECONDS)
 
     def _eager_left(self) -> float:
         """Seconds of eager work the pass's remaining batches predict: after the first batch from its time (an
@@ -235,13 +242,19 @@ class _Runner:
     def _long(self) -> bool:
         return self.done == 3 and self._eager_left() > COMPILE_AFTER_SECONDS
 
+    def _int8_due(self) -> bool:
+        """Whether ``auto`` tries an int8 copy on this batch: a long pass, or one predicting more than
+        :data:`INT8_AFTER_SECONDS` of eager work on a network int8 is likely to suit; not one that already disagreed."""
+        if self.int8 != "auto" or self.done != 3 or _signature(self.module) in _INT8_REJECTED:
+            return False
+        return self._long() or (self._eager_left() > INT8_AFTER_SECONDS and likely_to_agree(self.module))
+
     def _build(self, x: torch.Tensor) -> torch.Tensor | None:
         """This batch's outputs, computed while building the faster copy; ``None`` if none was built."""
         self.size = x.shape[0]
         self.reference = min(self.eager_times) if self.done == 3 else self.first_seconds
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
-        tried = self.int8 == "on" or (self.int8 == "auto" and self._long() and _signature(self.module) not in _INT8_REJECTED)
-        if tried and x.shape[0] > 1:
+        if (self.int8 == "on" or self._int8_due()) and x.shape[0] > 1:
             try:
                 network, outputs, agreement = quantized(self.module, x)
             except Exception as exc:  # noqa: BLE001 (an operator export or the quantizer lacks: float is still right)

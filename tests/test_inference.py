@@ -210,6 +210,31 @@ def test_a_network_whose_int8_copy_disagreed_is_not_quantized_again(monkeypatch:
     torch.testing.assert_close(first, second)
 
 
+def test_a_medium_pass_tries_int8_only_on_a_network_it_is_likely_to_suit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass predicting more than INT8_AFTER_SECONDS of eager work, short of a long one, tries an int8 copy on its
+    4th batch, unless the network has depthwise convolutions (lite0's int8 features never agreed): there a build
+    thrown away would cost more than the pass gains. Neither is compiled: that waits for a long pass."""
+    monkeypatch.setenv("GRAFT_COMPILE", "auto")
+    monkeypatch.setattr(inference, "INT8_AFTER_SECONDS", 0.0)  # every pass of more than three batches is past it
+    monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 1e9)  # and none is long
+    monkeypatch.setattr(inference, "_INT8_REJECTED", set())
+    monkeypatch.setattr(inference, "AGREEMENT", -1.0)  # whatever the random weights give, the int8 copy is kept
+    calls, real = [], inference.quantized
+    monkeypatch.setattr(inference, "quantized", lambda module, x: calls.append(len(x)) or real(module, x))
+    backbone, batches = _smallcnn((4,) * 5)
+    assert _drive(backbone, batches, len(batches), "auto")[1] == [False, False, False, True, True] and calls == [4]
+    torch.manual_seed(0)
+    depthwise = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    assert _drive(depthwise, batches, len(batches), "auto")[1] == [False] * 5 and calls == [4]
+    monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 0.0)
+    assert _drive(depthwise, batches, len(batches), "auto")[1][3] and calls == [4, 4]  # a long pass still tries it
+
+
 def test_a_failed_compile_warns_once_and_the_pass_goes_on_eagerly(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
