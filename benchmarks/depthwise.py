@@ -14,33 +14,19 @@ Two parts, one process, raw figures in ``benchmarks/depthwise.json``:
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from graft.inference import native_bf16, prepare, to_channels_last
+from benchmarks.measure import machine, median_seconds
+from graft.inference import prepare, to_channels_last
 from graft.model import GraftModel
 from graft.sources import create_backbone
 from graft.train.depthwise import _FastDepthwise
 
 OUT = Path(__file__).with_suffix(".json")
 BATCH, SIDE = 32, 224
-
-
-def seconds(work, repeats: int) -> float:
-    """Median seconds of ``work()`` over ``repeats`` calls after one warm-up call."""
-    work()
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
 
 
 def network(trained_stages: int | None) -> nn.Module:
@@ -78,7 +64,7 @@ def step_seconds(trained_stages: int | None, rounds: int, steps: int) -> dict[st
     times = {"aten": [], "fast": []}
     for _ in range(rounds):
         for name in ("aten", "fast"):
-            times[name].append(seconds(lambda fast=name == "fast": step(fast), steps))
+            times[name].append(median_seconds(lambda fast=name == "fast": step(fast), steps))
     return {name: round(min(values), 4) for name, values in times.items()}
 
 
@@ -108,7 +94,7 @@ def layers(repeats: int) -> list[dict]:
                     out = layer(x)
             out.float().sum().backward()
 
-        aten, fast = (seconds(lambda fast=fast: forward_backward(fast), repeats) for fast in (False, True))
+        aten, fast = (median_seconds(lambda fast=fast: forward_backward(fast), repeats) for fast in (False, True))
         row = {
             "input": list(shape),
             "kernel": list(layer.kernel_size),
@@ -137,13 +123,7 @@ def main() -> None:
         print(name, row, flush=True)
     aten_ms, fast_ms = sum(r["aten_ms"] for r in per_layer), sum(r["fast_ms"] for r in per_layer)
     record = {
-        "machine": {
-            "cpu": platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "native_bf16": native_bf16(),
-        },
+        "machine": machine(),
         "layers": per_layer,
         "layers_total_ms": {"aten": round(aten_ms, 1), "fast": round(fast_ms, 1), "speedup": round(aten_ms / fast_ms, 3)},
         "step_seconds": steps,

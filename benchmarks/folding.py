@@ -17,8 +17,6 @@ Two parts, one process, raw figures in ``benchmarks/folding.json``:
 import argparse
 import json
 import os
-import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.measure import machine, median_seconds
 from benchmarks.recipe import CASES, capped_split
 from graft import api, folding
 from graft.folding import folded_batchnorm
@@ -39,14 +38,8 @@ PRETRAINED = {"tf_efficientnet_lite0"}  # weights that ship offline; the others 
 
 def batch_seconds(module: torch.nn.Module, x: torch.Tensor, precision: str, repeats: int) -> float:
     """Median seconds of one batch over ``repeats`` after a warm-up batch."""
-    times = []
     with torch.inference_mode(), autocast(precision):
-        module(x)
-        for _ in range(repeats):
-            tick = time.perf_counter()
-            module(x)
-            times.append(time.perf_counter() - tick)
-    return statistics.median(times)
+        return median_seconds(lambda: module(x), repeats)
 
 
 def measure(name: str, precisions: list[str], rounds: int, repeats: int) -> dict[str, object]:
@@ -103,13 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         accuracies = [row for case in filter(None, args.cases.split(",")) for row in accuracy(case, Path(folder))]
     record = {
-        "machine": {
-            "cpu": platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "native_bf16": native_bf16(),
-        },
+        "machine": machine(),
         "networks": [measure(name, precisions, args.rounds, args.repeats) for name in NETWORKS],
         "features_accuracy_bf16": accuracies,
     }

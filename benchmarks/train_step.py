@@ -10,14 +10,13 @@ after another in one process. Raw figures in ``benchmarks/train_step.json``:
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks.measure import machine
 from graft.inference import prepare, to_channels_last
 from graft.model import GraftModel
 from graft.sources import create_backbone
@@ -74,12 +73,7 @@ def main() -> None:
         print(name, rows[name], flush=True)
     base = rows["eager fp32"]["step_s"]
     record = {
-        "machine": {
-            "cpu": platform.machine(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-        },
+        "machine": machine(),
         "steps": rows,
         "vs_eager_fp32": {name: round(base / row["step_s"], 3) for name, row in rows.items()},
     }
