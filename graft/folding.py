@@ -15,6 +15,15 @@ what it did after normalising (timm's ``BatchNormAct2d``: its activation). The c
 module with the original, so its memory is the folded convolutions' weights only, and the original keeps
 training untouched. A network that fx cannot trace, with nothing to fold, or whose folded copy does not
 compute what it computes (checked on an image of the pass, in fp32) is used as it is.
+
+Under autocast (bf16 on native-bf16 CPUs, bf16 or fp16 on GPUs) a folded depthwise convolution uses weights
+rounded to that precision so that each filter keeps its sum (:func:`sum_keeping_round`), not rounded to
+nearest tap by tap as autocast would. Why: a depthwise filter has 9 or 25 taps and sees one channel; on a
+smooth patch of an image its output is the patch's level times the filter's sum, and for an edge-detecting
+filter that sum is a small difference of large taps, so rounding each tap moved it by far more than it moved
+the taps. lite0's first depthwise layer (folded scales up to 18) was the whole of it: bf16 features of 2,000
+photo crops fell to a cosine of 0.953 with fp32 on the worst image (mean 0.998); with its filters in fp32 0.993,
+with sum-keeping rounding 0.995 (mean 0.9994), at no cost: the weights are rounded once, when folding.
 """
 
 import torch
@@ -26,6 +35,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 # or do more than normalise, and folding would change what it computes.
 _CONVOLUTIONS = (nn.Conv2d, Conv2dSame)
 _NORMS = (nn.BatchNorm2d, BatchNormAct2d)
+_LOW_PRECISIONS = (torch.bfloat16, torch.float16)  # what autocast computes in (graft.inference)
 
 
 class _Tracer(fx.Tracer):
@@ -64,7 +74,8 @@ def folded_batchnorm(module: nn.Module) -> fx.GraphModule | None:
         conv = layers.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
         if not _foldable(conv, norm) or len(source.users) != 1:
             continue
-        _retarget(copy, source, f"graft_folded_{count}", fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last))
+        folded = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
+        _retarget(copy, source, f"graft_folded_{count}", _RoundedDepthwise(folded) if folded.groups == folded.in_channels > 1 else folded)
         _retarget(
             copy, node, f"graft_folded_{count}_after", nn.Sequential(norm.drop, norm.act) if type(norm) is BatchNormAct2d else nn.Identity()
         )
@@ -83,6 +94,41 @@ def agrees(module: nn.Module, copy: nn.Module, x: torch.Tensor) -> bool:
         return bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3 * want.abs().max().item()))
     except Exception:  # noqa: BLE001 (a traced graph that does not run: not used)
         return False
+
+
+def sum_keeping_round(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` (out, in, kh, kw) in ``dtype``, each output channel's filter rounded so that its sum stays what
+    it was to within half a unit in the last place of its smallest tap.
+
+    Error diffusion: the taps in decreasing magnitude, each rounded to nearest with the rounding error so far
+    added in. The largest taps are rounded as to nearest; the smallest absorb what is left.
+    """
+    flat = weight.detach().flatten(1).to("cpu", torch.float64)
+    order = flat.abs().argsort(dim=1, descending=True)
+    taps = flat.gather(1, order)
+    carry = torch.zeros(len(taps), dtype=torch.float64)
+    for column in range(taps.shape[1]):
+        wanted = taps[:, column] + carry
+        taps[:, column] = wanted.to(dtype).double()
+        carry = wanted - taps[:, column]
+    rounded = torch.empty_like(flat).scatter_(1, order, taps).to(dtype).view_as(weight)
+    return rounded.to(weight.device, memory_format=torch.channels_last)
+
+
+class _RoundedDepthwise(nn.Module):
+    """A folded depthwise convolution: as it is in fp32, with :func:`sum_keeping_round` weights under autocast."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.rounded = {dtype: sum_keeping_round(conv.weight, dtype) for dtype in _LOW_PRECISIONS}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kind = x.device.type
+        weight = self.rounded.get(torch.get_autocast_dtype(kind)) if torch.is_autocast_enabled(kind) else None
+        if weight is None:
+            return self.conv(x)
+        return torch.func.functional_call(self.conv, {"weight": weight}, (x,))
 
 
 def _foldable(conv: nn.Module | None, norm: nn.Module | None) -> bool:

@@ -6,9 +6,10 @@ import torch
 from timm.layers import StdConv2d
 from torch import fx, nn
 
-from graft.folding import agrees, folded_batchnorm
+from graft.folding import agrees, folded_batchnorm, sum_keeping_round
 from graft.inference import _Runner
 from graft.model import GraftModel
+from graft.sources import create_backbone
 from tests.test_timm_backbones import tiny
 
 
@@ -126,3 +127,44 @@ def test_a_pass_uses_the_folded_copy_only_where_it_agrees() -> None:
             out = runner(x)
             assert runner.eager is (copy if used else module)
             torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sum_keeping_rounding_keeps_each_filter_sum_and_moves_each_tap_less_than_an_ulp_of_its_largest(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 1, 5, 5) * torch.rand(64, 1, 1, 1) * 20  # folded scales reach tens (lite0's first depthwise: 18)
+    rounded = sum_keeping_round(weight, dtype)
+    assert rounded.dtype == dtype and rounded.shape == weight.shape
+    exact, kept, nearest = (w.double().flatten(1) for w in (weight, rounded, weight.to(dtype)))
+    largest = exact.abs().amax(dim=1, keepdim=True)
+    assert ((kept - exact).abs() <= torch.finfo(dtype).eps * largest * 1.01).all()
+    smallest_ulp = torch.finfo(dtype).eps * exact.abs().amin(dim=1)  # a bound on half an ulp of the smallest tap
+    kept_error, nearest_error = (kept.sum(1) - exact.sum(1)).abs(), (nearest.sum(1) - exact.sum(1)).abs()
+    assert (kept_error <= smallest_ulp + 1e-12).all()
+    assert kept_error.mean() < nearest_error.mean() / 10
+
+
+def test_a_folded_depthwise_layer_keeps_its_output_on_real_photos_under_bf16_autocast() -> None:
+    """lite0's first depthwise layer, fed the stem's output on photo crops: its edge-detecting filters' sums
+    are small differences of taps up to 18, which rounding each tap to nearest bf16 moves. The copy's rounding
+    keeps them, and outside autocast the copy's layer is the fp32 one."""
+    from torchvision.transforms import v2
+
+    from graft.data.builtin import _photos
+
+    torch.manual_seed(0)
+    backbone = create_backbone("tf_efficientnet_lite0").eval()
+    crop = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(224, scale=(0.1, 0.6), antialias=True), v2.ToDtype(torch.float32, scale=True)])
+    x = torch.stack([crop(photo) for photo in _photos().values() for _ in range(2)])
+    x = v2.Normalize(backbone.preprocessing.mean, backbone.preprocessing.std)(x)
+    copy = folded_batchnorm(backbone)
+    layer = next(m for m in copy.modules() if type(m).__name__ == "_RoundedDepthwise")
+    with torch.no_grad():
+        # the stem's outputs, as bf16 holds them, so the two differ only in their weights' rounding
+        inputs = copy.graft_folded_0_after(copy.graft_folded_0(x)).bfloat16().float()
+        want = layer.conv(inputs)
+        torch.testing.assert_close(layer(inputs), want)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            kept, nearest = layer(inputs).float(), layer.conv(inputs).float()
+    error = lambda got: ((got - want).norm() / want.norm()).item()
+    assert error(kept) < error(nearest) / 2, (error(kept), error(nearest))
