@@ -7,7 +7,8 @@ Two parts, one process, raw figures in ``benchmarks/folding.json``:
   bf16 autocast where the CPU has native bf16 and in fp32 (what an AVX2-only CPU runs), with the folded
   copy's outputs against the network's in fp32 (lowest cosine) and the seconds folding took;
 - accuracy: folding changes bf16's rounding (the folded weights are rounded to bf16 instead of the
-  convolution's output being normalised in fp32), so the ``features`` strategy on lite0 in bf16, on the
+  convolution's output being normalised in fp32; depthwise filters so that each keeps its sum, see
+  ``graft.folding.sum_keeping_round``), so the ``features`` strategy on lite0 in bf16, on the
   ``--cases`` of ``benchmarks/recipe.py`` (a cold feature cache each), with nothing folded, only dense
   convolutions' BatchNorms folded, and all (graft's choice): test accuracy with its 95% interval.
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from graft.console import quiet_torch_notices
+from graft.layers import is_depthwise
 
 AGREEMENT = 0.99  # the lowest feature cosine with fp32 an int8 network may have to be used in auto
 
@@ -31,7 +32,7 @@ def likely_to_agree(module: nn.Module) -> bool:
     convolutions, whose filters see one channel each while an activation gets one scale for all channels
     (lite0's ImageNet features fell to a cosine of 0.967 on an AVX-512 CPU, 0.835 on an AVX2 one). Only a guess,
     for passes too short to risk a build that would be thrown away; the agreement is still measured."""
-    return not any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in module.modules())
+    return not any(is_depthwise(m) for m in module.modules())
 
 
 def quantized(module: nn.Module, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, float]:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from graft.inference import floating, native_bf16
+from graft.layers import is_depthwise
 
 _CONV2D_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV2D_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
@@ -162,13 +163,7 @@ class _FastDepthwise(TorchFunctionMode):
 
 def has_depthwise(module: nn.Module) -> bool:
     """Whether ``module`` holds a depthwise convolution :func:`fast_depthwise` would route (filter at least 3x3)."""
-    return any(
-        isinstance(layer, nn.Conv2d)
-        and layer.groups > 1
-        and layer.groups == layer.in_channels == layer.out_channels
-        and min(layer.kernel_size) >= 3
-        for layer in module.modules()
-    )
+    return any(is_depthwise(layer) and layer.out_channels == layer.groups and min(layer.kernel_size) >= 3 for layer in module.modules())
 
 
 def fast_depthwise(precision: str, device: torch.device, module: nn.Module) -> AbstractContextManager:
