@@ -58,6 +58,7 @@ from graft.console import log, quiet_torch_notices, warn
 from graft.device import module_device
 from graft.errors import GraftError
 from graft.folding import agrees, folded_batchnorm
+from graft.heap import freed_memory_kept
 from graft.interrupt import check
 from graft.prefetch import prefetched
 from graft.quantize import AGREEMENT, likely_to_agree, quantized
@@ -366,12 +367,13 @@ def forward_batches(
     if isinstance(batches, DataLoader) and batches.num_workers == 0:
         batches = prefetched(batches)  # the next batch decodes while the network runs on this one
     try:
-        for inputs, targets in batches:
-            check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)
-            # Entered per batch, so neither leaks into the caller's code between batches.
-            with torch.inference_mode(), autocast(precision, device):
-                outputs = runner(to_channels_last(inputs.to(device, non_blocking=True))).float()
-            yield outputs.cpu(), torch.as_tensor(targets)
+        with freed_memory_kept():  # each batch reuses the last one's memory (graft.heap)
+            for inputs, targets in batches:
+                check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)
+                # Entered per batch, so neither leaks into the caller's code between batches.
+                with torch.inference_mode(), autocast(precision, device):
+                    outputs = runner(to_channels_last(inputs.to(device, non_blocking=True))).float()
+                yield outputs.cpu(), torch.as_tensor(targets)
     finally:
         module.train(was_training)
 

@@ -34,6 +34,7 @@ from graft.data.loader import make_loader
 from graft.data.split import Split
 from graft.device import module_device, pin_memory, resolve_device
 from graft.errors import GraftError
+from graft.heap import freed_memory_kept
 from graft.inference import FrozenForward, floating, forward_all, grad_scaler, prepare
 from graft.interrupt import deferred_interrupts
 from graft.metrics import is_imbalanced
@@ -231,7 +232,7 @@ class Trainer:
         if resume is not None:
             progress = self._restore(model, resume, phases)
         stopped = False
-        with deferred_interrupts():  # Ctrl-C stops between batches, never lost (graft.interrupt)
+        with deferred_interrupts(), freed_memory_kept():  # Ctrl-C stops between batches (graft.interrupt); graft.heap
             try:
                 while progress.phase < len(phases):
                     self._run_phase(model, phases[progress.phase], split, strategy.name, progress, resume, start)
