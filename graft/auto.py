@@ -58,6 +58,7 @@ from graft.device import resolve_device
 from graft.errors import GraftError, Interrupted
 from graft.evaluation import logits_of
 from graft.features import cached_features
+from graft.heap import freed_memory_kept
 from graft.inference import autocast, prepare, to_channels_last
 from graft.interrupt import deferred_interrupts
 from graft.metrics import classification_report
@@ -285,7 +286,8 @@ class Search:
         passes over the validation images correct the inference figure (:meth:`train`).
         """
         model = copy.deepcopy(model)
-        forward, step = [self._passes(model, inputs, labels) for _ in range(2)][-1]
+        with freed_memory_kept():  # as the trainer and every pass run (graft.heap): the second reuses the first's memory
+            forward, step = [self._passes(model, inputs, labels) for _ in range(2)][-1]
         return Speed(decode + forward / len(labels), decode + step / len(labels))
 
     def measure_fed(self, backbone: str, candidates: list[Candidate]) -> None:
@@ -321,14 +323,15 @@ class Search:
             return None
         prefix, rest = cut
         prefix.eval()
-        for _ in range(2):  # the second is timed, as in measure()
-            tick = self.clock.now()
-            with torch.no_grad(), autocast(self.settings.precision, inputs.device):
-                outputs = prefix(inputs).float()
-            once = self.clock.now() - tick
-        if outputs[0].numel() * 4 * (len(self.split.train) + len(self.split.val)) > DecodedImages().room():
-            return None  # the trainer's own test: the outputs must fit beside the decoded images
-        forward, step = [self._passes(PrefixFed(rest, model.head), outputs, labels) for _ in range(2)][-1]
+        with freed_memory_kept():  # as in measure()
+            for _ in range(2):  # the second is timed, as in measure()
+                tick = self.clock.now()
+                with torch.no_grad(), autocast(self.settings.precision, inputs.device):
+                    outputs = prefix(inputs).float()
+                once = self.clock.now() - tick
+            if outputs[0].numel() * 4 * (len(self.split.train) + len(self.split.val)) > DecodedImages().room():
+                return None  # the trainer's own test: the outputs must fit beside the decoded images
+            forward, step = [self._passes(PrefixFed(rest, model.head), outputs, labels) for _ in range(2)][-1]
         return Fed(decode + once / len(labels), Speed(forward / len(labels), step / len(labels)))
 
     def _passes(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
