@@ -9,8 +9,10 @@ heap's free top returned only past 1 GiB) it took 0.4 million and ran at 233 (do
 tcmalloc would do the same but must be preloaded before the process starts; PyTorch's transparent huge pages
 (``THP_MEM_ALLOC_ENABLE``, read once, before the first allocation) gained less (165-195).
 
-Only while graft runs a pass or trains (:func:`freed_memory_kept`, nestable): afterwards glibc's defaults are
-back and the kept memory is released (``malloc_trim``), so a process that imports graft is left as it was.
+Only while graft runs a pass or trains (:func:`freed_memory_kept`, nestable): afterwards glibc's default values
+are back and the kept memory is released (``malloc_trim``). One thing cannot be undone: any ``mallopt`` call
+turns off glibc's adaptive mmap threshold for the rest of the process, which stays where it had got to; a
+plain eager loop measured no slower after graft's context than before it (docs/speed.md).
 The peak is unchanged: a block is kept only to be used again. Where the C library is not glibc (macOS, musl,
 Windows) nothing changes.
 """
