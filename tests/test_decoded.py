@@ -1,5 +1,6 @@
 """Decode once: the in-memory uint8 store gives the batches decoding the files gives, within its bound."""
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from graft.data.decoded import ENV, DecodedImages, budget_mb
+from graft.data.decoded import ENV, DecodedImages, budget_mb, threaded_map
 from graft.data.images import load_image
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
@@ -84,3 +85,19 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_target
     assert np.abs(resized[0] - resized[1]).mean() < 0.05  # normalised units: the same picture
     Image.fromarray(smooth[:400, :400]).save(tmp_path / "small.jpg")
     assert load_image(tmp_path / "small.jpg", 3, side=224).size == (400, 400)  # under twice the side: decoded whole
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="with one thread threaded_map is the plain loop")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads through Linux's /proc")
+def test_decoding_threads_and_their_openmp_teams_are_gone_once_a_batch_is_done() -> None:
+    x = torch.rand(16, 3, 224, 224)  # large enough for torch to split each item's kernels over an OpenMP team
+    (x * 2).sum()  # the calling thread's own team, started before counting
+    before = len(list(Path("/proc/self/task").iterdir()))
+
+    def where(index: int) -> tuple[int, torch.Tensor]:
+        return threading.get_ident(), (x[index] * 2 - 1).sum()
+
+    done = threaded_map(where, list(range(len(x))))
+    assert {ident for ident, _ in done} - {threading.get_ident()}  # the items ran in other threads
+    assert torch.stack([total for _, total in done]).allclose((x * 2 - 1).sum((1, 2, 3)))  # in order
+    assert len(list(Path("/proc/self/task").iterdir())) == before

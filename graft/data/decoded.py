@@ -31,7 +31,6 @@ CHUNK = 64  # images decoded at a time while filling: once the bound is reached,
 
 T = TypeVar("T")
 R = TypeVar("R")
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
 
 
 def form(augment: str) -> str:
@@ -42,15 +41,20 @@ def form(augment: str) -> str:
 def threaded_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[function(item) for item in items]``, on up to ``torch.get_num_threads()`` threads, results in order.
 
-    In a DataLoader worker process (already one of several) or with one thread it is the plain loop.
+    The threads live for this call only. Each starts an OpenMP team of its own for torch's parallel
+    kernels, which lives as long as the thread, and GNU OpenMP stops letting any team spin between parallel
+    regions while it manages more threads than the machine has cores: every region of the main thread (a
+    training step's kernels, augmentation's small ones) then waits for its team to wake. Threads kept for
+    the whole process kept their teams too, and on two cores made a batch's ``ColorJitter`` 4x slower (55 ms
+    against 14) and a lite0 ``finetune`` epoch 1.4x slower (``benchmarks/threads.py``). Starting them afresh
+    costs a fraction of a millisecond a batch. In a DataLoader worker process (already one of several) or
+    with one thread it is the plain loop.
     """
-    global _pool
-    threads = torch.get_num_threads()
-    if len(items) < 2 or threads < 2 or get_worker_info() is not None:
+    threads = min(torch.get_num_threads(), len(items))
+    if threads < 2 or get_worker_info() is not None:
         return [function(item) for item in items]
-    if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="graft-decode"))
-    return list(_pool[1].map(function, items))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="graft-decode") as pool:
+        return list(pool.map(function, items))
 
 
 def budget_mb() -> float:
