@@ -7,14 +7,17 @@ one process, side by side (``finetune --unfreeze 2``, lite0 with ImageNet weight
 480 training, 120 validation and 300 test 300x300 photo crops, batch 32, 3 epochs):
 
 - ``whole``: every step through the whole backbone (the frozen blocks under autograd, recording nothing), as before;
-- ``apart``: the frozen blocks apart, eager (what a short phase like this one gets);
+- ``apart``: the frozen blocks apart, eager (what a short phase like this one gets), and their outputs on the
+  validation images computed once for the phase (graft's default since 2026-12-07);
+- ``apart-val-whole``: ``apart``, but each validation pass through the whole network, as before that;
 - ``apart-copy``: apart, through the copy a long phase builds, forced from the first step here (its build
   time lands in epoch 1);
 - ``plain-fp32``: the hand-written fp32 loop of ``benchmarks/speed.py`` on the same images (2 epochs).
 
     flock /work/cpu.lock env PYTHONPATH=. python benchmarks/frozen_forward.py
 
-Raw figures: ``benchmarks/frozen_forward.json`` (each epoch's seconds, test accuracy and its interval).
+Raw figures: ``benchmarks/frozen_forward.json`` (each epoch's seconds as the trainer records them, the whole fit's
+seconds with its set-up, the validation images' frozen-block pass included, test accuracy and its interval).
 """
 
 import importlib
@@ -53,7 +56,9 @@ class Forced(inference.FrozenForward):
 
 
 def graft_run(variant: str, split: Any, settings: TrainSettings) -> dict[str, Any]:
-    real_split, real_forward = trainer.split_frozen_prefix, trainer.FrozenForward
+    real_split, real_forward, real_val = trainer.split_frozen_prefix, trainer.FrozenForward, trainer.Trainer._fed_val
+    if variant == "apart-val-whole":
+        trainer.Trainer._fed_val = lambda *args: None
     if variant == "whole":
         trainer.split_frozen_prefix = lambda backbone, frozen: None
     if variant == "apart-copy":
@@ -63,10 +68,11 @@ def graft_run(variant: str, split: Any, settings: TrainSettings) -> dict[str, An
         model = GraftModel(create_backbone("tf_efficientnet_lite0"), len(split.classes))
         fitted = train_model(model, get_strategy("finetune", unfreeze=2), split, settings)
     finally:
-        trainer.split_frozen_prefix, trainer.FrozenForward = real_split, real_forward
+        trainer.split_frozen_prefix, trainer.FrozenForward, trainer.Trainer._fed_val = real_split, real_forward, real_val
     logits, labels = logits_of(model, Path(split.root), split.test, model.backbone.preprocessing)
     correct = int((logits.argmax(1) == labels).sum())
-    return {"epoch_seconds": [round(r["seconds"], 2) for r in fitted.history], "correct": correct, "total": len(labels)}
+    epochs = [round(r["seconds"], 2) for r in fitted.history]
+    return {"epoch_seconds": epochs, "fit_seconds": round(fitted.train_seconds, 2), "correct": correct, "total": len(labels)}
 
 
 def main() -> None:
@@ -75,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         split = photo_split(Path(folder), 80)
         os.environ["GRAFT_HOME"] = str(Path(folder) / "home")
-        for variant in ("whole", "apart", "apart-copy"):
+        for variant in ("whole", "apart-val-whole", "apart", "apart-copy"):
             rows.append({"variant": variant, **graft_run(variant, split, settings)})
             print(rows[-1], flush=True)
         seconds, correct, total = plain_run(get_strategy("finetune", unfreeze=2), replace(settings, epochs=2), split, len(split.classes))

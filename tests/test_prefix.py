@@ -139,6 +139,35 @@ def test_finetune_with_augmentation_runs_the_frozen_blocks_apart_and_learns_the_
         assert difference < 1e-2, (name, difference.item())
 
 
+def test_with_augmentation_the_frozen_blocks_run_once_on_the_validation_images_and_score_what_the_whole_network_scores(
+    shapes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation images are not augmented and the frozen blocks do not change during the phase: their outputs
+    are computed once, and each validation pass runs only the blocks after them."""
+    settings = TrainSettings(epochs=3, batch_size=16, patience=5, precision="fp32", augment="light")
+    split = make_split(load_image_set(shapes), seed=0)
+
+    def fit() -> tuple[list[dict], list[str], int]:
+        seed_everything(0)
+        model = GraftModel(tiny("resnet18"), num_classes=3)
+        lines, validated = [], [0]  # images the stem saw in inference mode: validation passes, not training steps
+        model.backbone.model.conv1.register_forward_hook(
+            lambda module, inputs, output: validated.__setitem__(0, validated[0] + output.shape[0] * torch.is_inference_mode_enabled())
+        )
+        result = Trainer(settings, log=lines.append).fit(model, get_strategy("finetune", unfreeze=1), split)
+        return result.history, lines, validated[0]
+
+    once, lines, validated = fit()
+    assert any(f"outputs on the {len(split.val)} validation images computed once" in line for line in lines)
+    assert validated == len(split.val)
+    monkeypatch.setattr(Trainer, "_fed_val", lambda *args: None)  # every validation pass through the whole network
+    whole, _, validated = fit()
+    assert validated == settings.epochs * len(split.val)
+    for cached, plain in zip(once, whole, strict=True):
+        assert cached["val_accuracy"] == plain["val_accuracy"]
+        assert cached["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-4)
+
+
 def test_the_frozen_forward_builds_its_copy_once_for_the_phase_and_runs_without_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     backbone = _train_last(SmallCNN(widths=(8, 16, 16)), 1).eval()

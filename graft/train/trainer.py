@@ -336,7 +336,9 @@ class Trainer:
         sides = self._epoch_sides(model, phase)
         each = sides or [model.backbone.preprocessing.input_size[-1]] * phase.epochs
         steps = {side: epochs * len(train) for side, epochs in Counter(each).items()}  # in the order the phase reaches them
-        return self._prefixed(model, steps) or model, train, val, sides
+        if (fed := self._prefixed(model, steps)) is None:
+            return model, train, val, sides
+        return fed, train, self._fed_val(fed, val, model.backbone.preprocessing.input_size, pinned) or val, sides
 
     def _epoch_sides(self, model: GraftModel, phase: Phase) -> list[int] | None:
         """The side each epoch of ``phase`` trains at under progressive resizing (:mod:`graft.train.resolution`), said in
@@ -370,6 +372,27 @@ class Trainer:
         prefix.eval()
         return PrefixFed(rest, model.head, FrozenForward(prefix, steps, self.settings.precision))
 
+    def _fed_val(self, fed: PrefixFed, val: DataLoader, input_size: tuple[int, ...], pinned: bool) -> DataLoader | None:
+        """Batches of the frozen blocks' outputs on the validation images, computed once for the phase, where the
+        training images are augmented and so go through the frozen blocks every step (:meth:`_prefixed`): the
+        validation images are not augmented and the frozen blocks do not change during the phase, so each
+        validation pass needs only the blocks after them (:meth:`_val_logits`). ``None`` where the outputs do
+        not fit in what the decoded images leave of their bound (``GRAFT_DECODE_CACHE_MB``): every validation
+        pass then runs the whole network, as before. Computed in floating point, as the training steps see them.
+        """
+        assert isinstance(fed.prefix, FrozenForward)
+        prefix, images = fed.prefix.module, len(val.dataset)  # type: ignore[arg-type]
+        need = _output_bytes(prefix, input_size) * images
+        if need > self._decoded.room():
+            return None
+        outputs = forward_all(prefix, val, floating(self.settings.precision, module_device(prefix)))
+        self.log(
+            f"the frozen blocks' outputs on the {images:,} validation images computed once ({need / 2**20:,.0f} MB in memory): "
+            "each validation pass runs only the blocks after them"
+        )
+        own = torch.Generator().manual_seed(self.settings.seed)  # iterating draws a seed: not from augmentation's generator
+        return DataLoader(TensorDataset(*outputs), batch_size=self.settings.batch_size, generator=own, pin_memory=pinned)
+
     def _tensor_loaders(self, parts: list[TensorDataset], pinned: bool) -> tuple[DataLoader, DataLoader]:
         """Training and validation batches of precomputed inputs, shuffled and sharded as the image loaders are."""
         s = self.settings
@@ -395,10 +418,8 @@ class Trainer:
         prefix, rest = cut
         s, pre, device = self.settings, model.backbone.preprocessing, module_device(model)
         prefix.eval()  # frozen blocks: inference mode (apply_freezing sets the modes again before each epoch)
-        with torch.no_grad():
-            per_image = prefix(torch.zeros(1, *pre.input_size, device=device)).numel() * 4  # held in fp32
         images = len(split.train) + len(split.val)
-        need, room = per_image * images, self._decoded.room()
+        need, room = _output_bytes(prefix, pre.input_size) * images, self._decoded.room()
         if need > room:
             self.log(
                 f"the frozen blocks' outputs ({need / 2**20:,.0f} MB) do not fit in memory (GRAFT_DECODE_CACHE_MB): every epoch runs them"
@@ -523,6 +544,8 @@ class Trainer:
 
     def _val_logits(self, module: nn.Module, val: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, labels)`` of ``module`` on the validation batches, every rank's shard gathered: every image once."""
+        if isinstance(module, PrefixFed) and module.prefix is not None and isinstance(val.dataset, TensorDataset):
+            module = PrefixFed(module.rest, module.head)  # the batches are the frozen blocks' outputs already (_fed_val)
         return distributed.gather_rows(*forward_all(module, val, self.settings.precision))
 
     def _validate(self, module: nn.Module, val: DataLoader) -> tuple[EpochStats, Score]:
@@ -635,3 +658,9 @@ def train_model(
     settings = (settings or TrainSettings()).validate()
     seed_everything(settings.seed)
     return Trainer(settings, log=log).fit(model, strategy, split)
+
+
+def _output_bytes(prefix: nn.Module, input_size: tuple[int, ...]) -> int:
+    """What the frozen blocks' output on one image takes, held in fp32 as :func:`graft.inference.forward_all` gives it."""
+    with torch.no_grad():
+        return prefix(torch.zeros(1, *input_size, device=module_device(prefix))).numel() * 4
