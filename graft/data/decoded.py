@@ -47,8 +47,9 @@ def threaded_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     training step's kernels, augmentation's small ones) then waits for its team to wake. Threads kept for
     the whole process kept their teams too, and on two cores made a batch's ``ColorJitter`` 4x slower (55 ms
     against 14) and a lite0 ``finetune`` epoch 1.4x slower (``benchmarks/threads.py``). Starting them afresh
-    costs a fraction of a millisecond a batch. In a DataLoader worker process (already one of several) or
-    with one thread it is the plain loop.
+    is not free: decoding alone ran about a fifth slower, resnet50's cold pass about 6% (docs/speed.md), which
+    training epochs repay several times over. In a DataLoader worker process (already one of several) or with
+    one thread it is the plain loop.
     """
     threads = min(torch.get_num_threads(), len(items))
     if threads < 2 or get_worker_info() is not None:
