@@ -364,7 +364,8 @@ def forward_batches(
     # traced here, before the prefetching thread calls the loader's transforms (graft.folding); a single batch
     # (a prediction on one image) is not worth the tenth of a second
     runner = _Runner(module, count, precision, folded=folded_batchnorm(module) if count != 1 else None)
-    if isinstance(batches, DataLoader) and batches.num_workers == 0:
+    ahead = isinstance(batches, DataLoader) and batches.num_workers == 0
+    if ahead:
         batches = prefetched(batches)  # the next batch decodes while the network runs on this one
     try:
         with freed_memory_kept():  # each batch reuses the last one's memory (graft.heap)
@@ -375,6 +376,8 @@ def forward_batches(
                     outputs = runner(to_channels_last(inputs.to(device, non_blocking=True))).float()
                 yield outputs.cpu(), torch.as_tensor(targets)
     finally:
+        if ahead:  # an error or Ctrl-C mid-pass: the producer stops now, not whenever the generator is collected
+            batches.close()  # type: ignore[attr-defined]
         module.train(was_training)
 
 

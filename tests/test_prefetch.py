@@ -82,3 +82,22 @@ def test_a_pass_over_image_files_prefetches_and_computes_the_same(shapes: Path) 
     with pytest.raises(GraftError, match=broken.name):
         forward_all(backbone, loader, "fp32")
     assert not prefetch_threads()
+
+
+def test_a_pass_stopped_by_an_error_in_the_network_leaves_no_producer_behind(shapes: Path) -> None:
+    """The error's traceback holds the pass's frames (here kept, as a caller that logs it would): the producer must
+    stop when the pass does, not when the generator is collected."""
+    images = load_image_set(shapes)
+    backbone = create_backbone("smallcnn")
+    loader = make_loader(images.root, images.samples, backbone.preprocessing, batch_size=4)
+    calls = [0]
+
+    def failing(module: torch.nn.Module, inputs: tuple[torch.Tensor]) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("out of memory on the third batch")
+
+    backbone.register_forward_pre_hook(failing)
+    with pytest.raises(RuntimeError, match="third batch") as kept:
+        forward_all(backbone, loader, "fp32")
+    assert kept.value.__traceback__ is not None and not prefetch_threads()
