@@ -1,10 +1,12 @@
-"""Decoding threads started for each batch (graft's) against threads kept for the whole process.
+"""graft's decoding threads (kept, one OpenMP thread each) against threads that start OpenMP teams.
 
 Each measurement in a fresh process (OpenMP teams live as long as their threads), the two variants
 alternating for ``--rounds`` rounds; raw figures in ``benchmarks/threads.json``.
 
-- ``per_call``: graft's :func:`graft.data.decoded.threaded_map`: a batch's threads, and the OpenMP teams they
-  start, are gone when the batch is done;
+- ``one_openmp``: graft's :func:`graft.data.decoded.threaded_map` since late 2026-12-07: threads kept for the
+  process, each running torch's kernels on one OpenMP thread, so they start no teams;
+- ``per_call``: graft's for a few hours (2026-12-07, commit ea2e347): a batch's threads, and the OpenMP teams they start, are gone
+  when the batch is done;
 - ``kept``: one pool of threads for the whole process, as graft had it until 2026-12-07: their OpenMP teams
   live on, and GNU OpenMP stops letting any team spin between parallel regions.
 
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).with_suffix(".json")
-VARIANTS = ("kept", "per_call")
+VARIANTS = ("kept", "per_call", "one_openmp")
 MEASURES = ("jitter", "finetune", "full", "files")
 FILES = 2000
 
@@ -51,6 +53,16 @@ def child(variant: str, measure: str, folder: Path) -> dict[str, object]:
 
         pool = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="kept")
         decoded.threaded_map = loader.threaded_map = lambda function, items: list(pool.map(function, items))
+    elif variant == "per_call":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from graft.data import loader
+
+        def per_call(function, items):  # graft's threaded_map of commit fcbb41b
+            with ThreadPoolExecutor(max_workers=min(torch.get_num_threads(), len(items)), thread_name_prefix="per-call") as pool:
+                return list(pool.map(function, items))
+
+        decoded.threaded_map = loader.threaded_map = per_call
     os.environ["GRAFT_HOME"] = str(folder / f"home-{variant}-{measure}-{os.getpid()}")  # a cold feature cache
     if measure == "jitter":
         from graft.data.transforms import Preprocessing, normalize_transform

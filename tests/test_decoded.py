@@ -89,15 +89,19 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_target
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="with one thread threaded_map is the plain loop")
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads through Linux's /proc")
-def test_decoding_threads_and_their_openmp_teams_are_gone_once_a_batch_is_done() -> None:
+def test_decoding_threads_run_torch_on_one_openmp_thread_and_start_no_teams() -> None:
+    torch.set_num_threads(torch.get_num_threads())  # as graft does under torch.distributed: a count torch sets in each new thread
     x = torch.rand(16, 3, 224, 224)  # large enough for torch to split each item's kernels over an OpenMP team
     (x * 2).sum()  # the calling thread's own team, started before counting
     before = len(list(Path("/proc/self/task").iterdir()))
 
-    def where(index: int) -> tuple[int, torch.Tensor]:
-        return threading.get_ident(), (x[index] * 2 - 1).sum()
+    def where(index: int) -> tuple[int, int, torch.Tensor]:
+        return threading.get_ident(), torch.get_num_threads(), (x[index] * 2 - 1).sum()
 
-    done = threaded_map(where, list(range(len(x))))
-    assert {ident for ident, _ in done} - {threading.get_ident()}  # the items ran in other threads
-    assert torch.stack([total for _, total in done]).allclose((x * 2 - 1).sum((1, 2, 3)))  # in order
-    assert len(list(Path("/proc/self/task").iterdir())) == before
+    for _ in range(2):
+        done = threaded_map(where, list(range(len(x))))
+        assert {ident for ident, _, _ in done} - {threading.get_ident()}  # the items ran in other threads
+        assert {openmp for _, openmp, _ in done} == {1}  # each on its own OpenMP thread only
+        assert torch.stack([total for _, _, total in done]).allclose((x * 2 - 1).sum((1, 2, 3)))  # in order
+    assert len(list(Path("/proc/self/task").iterdir())) <= before + torch.get_num_threads()  # the pool's threads, no teams
+    assert torch.get_num_threads() > 1  # the calling thread's count is its own

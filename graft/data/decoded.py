@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch.utils.data import get_worker_info
 
 from graft.errors import GraftError
@@ -31,6 +32,7 @@ CHUNK = 64  # images decoded at a time while filling: once the bound is reached,
 
 T = TypeVar("T")
 R = TypeVar("R")
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
 
 
 def form(augment: str) -> str:
@@ -41,21 +43,36 @@ def form(augment: str) -> str:
 def threaded_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """``[function(item) for item in items]``, on up to ``torch.get_num_threads()`` threads, results in order.
 
-    The threads live for this call only. Each starts an OpenMP team of its own for torch's parallel
-    kernels, which lives as long as the thread, and GNU OpenMP stops letting any team spin between parallel
-    regions while it manages more threads than the machine has cores: every region of the main thread (a
-    training step's kernels, augmentation's small ones) then waits for its team to wake. Threads kept for
-    the whole process kept their teams too, and on two cores made a batch's ``ColorJitter`` 4x slower (55 ms
-    against 14) and a lite0 ``finetune`` epoch 1.4x slower (``benchmarks/threads.py``). Starting them afresh
-    is not free: decoding alone ran about a fifth slower, resnet50's cold pass about 6% (docs/speed.md), which
-    training epochs repay several times over. In a DataLoader worker process (already one of several) or with
-    one thread it is the plain loop.
+    The threads are kept for the process (a forked child makes its own), and each runs torch's kernels on
+    one OpenMP thread (:func:`_one_openmp_thread`). Why one: a thread that runs torch's parallel kernels
+    starts an OpenMP team of its own, which lives as long as the thread, and GNU OpenMP stops letting any
+    team spin between parallel regions while it manages more threads than the machine has cores; every
+    region of the main thread (a training step's kernels, augmentation's small ones) then waits for its team
+    to wake. Kept threads with teams made a batch's ``ColorJitter`` 4x slower on two cores (55 ms against
+    14) and a lite0 ``finetune`` epoch 1.4x slower; threads started afresh for each batch (graft's way for a
+    day) freed the main thread as well but decoded a fifth slower and held 70 MB more
+    (``benchmarks/threads.py``). The decoding threads are already as many as torch's, so one OpenMP thread
+    each loses nothing. In a DataLoader worker process (already one of several) or with one thread it is
+    the plain loop.
     """
-    threads = min(torch.get_num_threads(), len(items))
-    if threads < 2 or get_worker_info() is not None:
+    global _pool
+    threads = torch.get_num_threads()
+    if len(items) < 2 or threads < 2 or get_worker_info() is not None:
         return [function(item) for item in items]
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="graft-decode") as pool:
-        return list(pool.map(function, items))
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="graft-decode", initializer=_one_openmp_thread))
+    return list(_pool[1].map(function, items))
+
+
+def _one_openmp_thread() -> None:
+    """Limit the calling thread's OpenMP teams to itself: no team threads to start, keep or wake.
+
+    OpenMP's thread count is per thread; torch sets the calling thread's on its first kernel, so this asks
+    torch first (which does that setting) and limits after it. ``torch.set_num_threads`` would not do: it
+    sets every thread's count, the main thread's included.
+    """
+    torch.get_num_threads()
+    threadpool_limits(1, user_api="openmp")
 
 
 def budget_mb() -> float:
