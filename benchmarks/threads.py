@@ -1,6 +1,6 @@
 """graft's decoding threads (kept, one OpenMP thread each) against threads that start OpenMP teams.
 
-Each measurement in a fresh process (OpenMP teams live as long as their threads), the two variants
+Each measurement in a fresh process (OpenMP teams live as long as their threads), the three variants
 alternating for ``--rounds`` rounds; raw figures in ``benchmarks/threads.json``.
 
 - ``one_openmp``: graft's :func:`graft.data.decoded.threaded_map` since late 2026-12-07: threads kept for the
@@ -46,23 +46,21 @@ def child(variant: str, measure: str, folder: Path) -> dict[str, object]:
     from benchmarks.speed import BATCH, photo_split
     from graft.data import decoded
 
-    if variant == "kept":
+    if variant != "one_openmp":  # graft's own threaded_map replaced by the variant's, where the loaders call it
         from concurrent.futures import ThreadPoolExecutor
 
         from graft.data import loader
 
-        pool = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="kept")
-        decoded.threaded_map = loader.threaded_map = lambda function, items: list(pool.map(function, items))
-    elif variant == "per_call":
-        from concurrent.futures import ThreadPoolExecutor
+        if variant == "kept":
+            pool = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="kept")
+            decoded.threaded_map = loader.threaded_map = lambda function, items: list(pool.map(function, items))
+        else:
 
-        from graft.data import loader
+            def per_call(function, items):  # graft's threaded_map of commit fcbb41b
+                with ThreadPoolExecutor(max_workers=min(torch.get_num_threads(), len(items)), thread_name_prefix="per-call") as pool:
+                    return list(pool.map(function, items))
 
-        def per_call(function, items):  # graft's threaded_map of commit fcbb41b
-            with ThreadPoolExecutor(max_workers=min(torch.get_num_threads(), len(items)), thread_name_prefix="per-call") as pool:
-                return list(pool.map(function, items))
-
-        decoded.threaded_map = loader.threaded_map = per_call
+            decoded.threaded_map = loader.threaded_map = per_call
     os.environ["GRAFT_HOME"] = str(folder / f"home-{variant}-{measure}-{os.getpid()}")  # a cold feature cache
     if measure == "jitter":
         from graft.data.transforms import Preprocessing, normalize_transform

@@ -364,20 +364,19 @@ def forward_batches(
     # traced here, before the prefetching thread calls the loader's transforms (graft.folding); a single batch
     # (a prediction on one image) is not worth the tenth of a second
     runner = _Runner(module, count, precision, folded=folded_batchnorm(module) if count != 1 else None)
-    ahead = isinstance(batches, DataLoader) and batches.num_workers == 0
-    if ahead:
-        batches = prefetched(batches)  # the next batch decodes while the network runs on this one
+    # the next batch decodes while the network runs on this one
+    ahead = prefetched(batches) if isinstance(batches, DataLoader) and batches.num_workers == 0 else None
     try:
         with freed_memory_kept():  # each batch reuses the last one's memory (graft.heap)
-            for inputs, targets in batches:
+            for inputs, targets in batches if ahead is None else ahead:
                 check()  # Ctrl-C during training lands here or in the training loop (graft.interrupt)
                 # Entered per batch, so neither leaks into the caller's code between batches.
                 with torch.inference_mode(), autocast(precision, device):
                     outputs = runner(to_channels_last(inputs.to(device, non_blocking=True))).float()
                 yield outputs.cpu(), torch.as_tensor(targets)
     finally:
-        if ahead:  # an error or Ctrl-C mid-pass: the producer stops now, not whenever the generator is collected
-            batches.close()  # type: ignore[attr-defined]
+        if ahead is not None:  # an error or Ctrl-C mid-pass: the producer stops now, not whenever the generator is collected
+            ahead.close()
         module.train(was_training)
 
 

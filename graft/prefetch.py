@@ -12,7 +12,7 @@ from run to run, breaking same seed, same run.
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ class _Raised:
 _DONE = object()
 
 
-def prefetched(items: Iterable[T], depth: int = DEPTH) -> Iterator[T]:
+def prefetched(items: Iterable[T], depth: int = DEPTH) -> Generator[T, None, None]:
     """``items`` in order, each produced in a background thread up to ``depth`` ahead of the caller.
 
     An exception in the producer (an unreadable image) is raised in the caller at the item where it

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from graft.data import decoded
 from graft.data.decoded import ENV, DecodedImages, budget_mb, threaded_map
 from graft.data.images import load_image
 from graft.data.loader import make_loader
@@ -89,8 +90,9 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale_that_still_covers_the_target
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="with one thread threaded_map is the plain loop")
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads through Linux's /proc")
-def test_decoding_threads_run_torch_on_one_openmp_thread_and_start_no_teams() -> None:
+def test_decoding_threads_run_torch_on_one_openmp_thread_and_start_no_teams(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(torch.get_num_threads())  # as graft does under torch.distributed: a count torch sets in each new thread
+    monkeypatch.setattr(decoded, "_pool", None)  # threads started after it, not kept from an earlier test
     x = torch.rand(16, 3, 224, 224)  # large enough for torch to split each item's kernels over an OpenMP team
     (x * 2).sum()  # the calling thread's own team, started before counting
     before = len(list(Path("/proc/self/task").iterdir()))
@@ -105,3 +107,4 @@ def test_decoding_threads_run_torch_on_one_openmp_thread_and_start_no_teams() ->
         assert torch.stack([total for _, _, total in done]).allclose((x * 2 - 1).sum((1, 2, 3)))  # in order
     assert len(list(Path("/proc/self/task").iterdir())) <= before + torch.get_num_threads()  # the pool's threads, no teams
     assert torch.get_num_threads() > 1  # the calling thread's count is its own
+    decoded._pool[1].shutdown()  # this test's pool; the one it replaced comes back

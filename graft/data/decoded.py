@@ -50,8 +50,8 @@ def threaded_map(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
     region of the main thread (a training step's kernels, augmentation's small ones) then waits for its team
     to wake. Kept threads with teams made a batch's ``ColorJitter`` 4x slower on two cores (55 ms against
     14) and a lite0 ``finetune`` epoch 1.4x slower; threads started afresh for each batch (graft's way for a
-    day) freed the main thread as well but decoded a fifth slower and held 70 MB more
-    (``benchmarks/threads.py``). The decoding threads are already as many as torch's, so one OpenMP thread
+    few hours) freed the main thread as well but decoded slower and held about 55 MB more
+    (``benchmarks/threads.py``, docs/speed.md). The decoding threads are already as many as torch's, so one OpenMP thread
     each loses nothing. In a DataLoader worker process (already one of several) or with one thread it is
     the plain loop.
     """
