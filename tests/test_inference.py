@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from graft import inference
+from graft import inference, quantize
 from graft.data.loader import make_loader
 from graft.data.sources import load_image_set
 from graft.data.transforms import build_transform
@@ -272,6 +272,25 @@ def test_an_int8_pass_follows_fp32_and_the_weights_of_the_moment(monkeypatch: py
     monkeypatch.setenv("GRAFT_COMPILE", "off")
     with pytest.raises(GraftError, match="--precision int8 runs through torch.compile; drop --compile off"):
         forward_all(backbone, batches, "int8")
+
+
+def test_an_int8_copy_calibrates_and_checks_on_a_few_images_and_computes_the_rest_in_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch larger than twice CALIBRATION: fp32 outputs for the calibrated and the checked images, the int8 copy's
+    for the rest (computed once, while compiling), and the copy runs further batches of that size."""
+    monkeypatch.setattr(quantize, "CALIBRATION", 3)
+    backbone, batches = _smallcnn((12, 12))
+    model = prepare(backbone).eval()
+    (first, _), (second, _) = batches
+    first, second = to_channels_last(first), to_channels_last(second)
+    with torch.inference_mode():
+        fp32 = model(first), model(second)
+        network, outputs, agreement = quantize.quantized(model, first)
+        again = network(second).float()
+    assert outputs.shape == fp32[0].shape and AGREEMENT <= agreement <= 1.0
+    torch.testing.assert_close(outputs[:6], fp32[0][:6])  # 3 calibrated, 3 checked: fp32
+    assert not torch.allclose(outputs[6:], fp32[0][6:], rtol=1e-3, atol=1e-5)  # the other 6: int8
+    for ours, theirs in ((outputs, fp32[0]), (again, fp32[1])):
+        assert torch.nn.functional.cosine_similarity(ours, theirs).min() > 0.98
 
 
 def test_auto_keeps_int8_only_where_it_agrees_with_fp32(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
