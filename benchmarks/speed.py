@@ -8,7 +8,7 @@ The images: 300x300 random crops of the six colour photos scikit-image and sciki
 temporary folder (Fashion-MNIST's 28x28 images are too small to show what decoding costs).
 
 1. ``files/NAME/*`` (resnet50 with random weights, tf_efficientnet_lite0): images/s of a feature pass over
-   every file, from a cold cache: eager fp32 timm as a user writes it (PIL decode, timm's
+   every file, from a cold cache, each in a process of its own: eager fp32 timm as a user writes it (PIL decode, timm's
    ``create_transform`` from ``resolve_data_config``, the model under ``inference_mode``, batch 32)
    against :func:`graft.features.cached_features` (file hash, decode, resize, network, cache write); the
    features' cosine similarity; on CPUs without native bf16, ONNX Runtime fp32 by hand (the same loop, the
@@ -113,9 +113,58 @@ def eager_features(model: torch.nn.Module, root: Path, samples: list[tuple[str, 
     return torch.cat(outputs)
 
 
+SIDE_CHILD = """
+import json, sys
+import speed
+print(json.dumps(speed.side(*sys.argv[1:])))
+"""
+
+
+def side(which: str, name: str, root: str, listing: str, home: str, out: str) -> float:
+    """One side of ``files`` over the files ``listing`` names (a JSON list): ``eager`` or ``onnxruntime`` by hand,
+    ``graft`` or ``graft_workers_1`` (:func:`graft.features.cached_features`, a cold cache in ``home``); its
+    seconds (the network built before the clock starts); its features saved to ``out`` (safetensors)."""
+    from safetensors.torch import save_file
+
+    from graft.features import cached_features
+    from graft.sources import create_backbone
+
+    samples = [(path, label) for path, label in json.loads(Path(listing).read_text())]
+    torch.manual_seed(0)
+    backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+    plain = copy.deepcopy(backbone.model).eval()  # the same weights, as timm builds it: fp32, contiguous
+    os.environ["GRAFT_HOME"] = home
+    start = time.perf_counter()
+    if which in ("eager", "onnxruntime"):
+        features = eager_features(plain, Path(root), samples, onnx=which == "onnxruntime")
+    else:
+        features, _ = cached_features(backbone, Path(root), samples, batch_size=BATCH, workers=int(which == "graft_workers_1"))
+    seconds = time.perf_counter() - start
+    save_file({"features": features.float().contiguous()}, out)
+    return seconds
+
+
+def side_in_own_process(which: str, name: str, root: Path, listing: Path, folder: Path) -> tuple[float, torch.Tensor]:
+    """:func:`side` in a fresh process, as a user's script runs: ``(seconds, features)``. Every side gets one: a pass
+    run after another in the same process measured slower (graft's resnet50 pass after the eager baseline's PIL
+    decoding 44-46 img/s against 47-52 alone; the eager baseline after graft's kept decoding threads, stop 33)."""
+    from safetensors.torch import load_file
+
+    out = folder / f"{name}-{which}.safetensors"
+    seconds = in_own_process(SIDE_CHILD, which, name, str(root), str(listing), str(folder / f"home-{name}-{which}"), str(out))
+    return seconds, load_file(out)["features"]
+
+
+def in_own_process(code: str, *arguments: str) -> Any:
+    """The JSON that ``code`` prints last, run with ``arguments`` in a fresh Python that imports graft and this folder."""
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}
+    done = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def files(results: Rows, names: list[str], count: int) -> None:
     from graft.data.loader import make_loader
-    from graft.features import cached_features
     from graft.features.cache import file_hash
     from graft.inference import forward_all, native_bf16
     from graft.sources import create_backbone
@@ -123,32 +172,30 @@ def files(results: Rows, names: list[str], count: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "images"
         samples = make_photos(root, count)
+        listing = Path(folder) / "samples.json"
+        listing.write_text(json.dumps(samples))
         for name in names:
-            torch.manual_seed(0)
-            backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
-            plain = copy.deepcopy(backbone.model).eval()  # the same weights, as timm builds it: fp32, contiguous
             seconds: dict[str, float] = {}
-            with timed(seconds, "eager"):
-                eager = eager_features(plain, root, samples)
-            os.environ["GRAFT_HOME"] = str(Path(folder) / f"home-{name}")  # a cold feature cache
-            with timed(seconds, "graft"):
-                ours, _ = cached_features(backbone, root, samples, batch_size=BATCH)
-            os.environ["GRAFT_HOME"] = str(Path(folder) / f"home-{name}-worker")  # cold again: decoding in a worker process
-            with timed(seconds, "worker"):
-                cached_features(backbone, root, samples, batch_size=BATCH, workers=1)
+            sides = ["eager", "graft", "graft_workers_1", *([] if native_bf16() else ["onnxruntime"])]
+            features = {}
+            for which in sides:
+                seconds[which], features[which] = side_in_own_process(which, name, root, listing, Path(folder))
+            eager, ours = features["eager"], features["graft"]
             cosine = torch.nn.functional.cosine_similarity(eager.float(), ours.float())
             results.add(f"files/{name}/eager_timm_fp32", count / seconds["eager"], "images/s")
             results.add(f"files/{name}/graft_cached_features_vs_eager_fp32", count / seconds["graft"], "images/s", count / seconds["eager"])
-            results.add(f"files/{name}/graft_workers_1_vs_eager_fp32", count / seconds["worker"], "images/s", count / seconds["eager"])
+            results.add(
+                f"files/{name}/graft_workers_1_vs_eager_fp32", count / seconds["graft_workers_1"], "images/s", count / seconds["eager"]
+            )
             results.add(f"files/{name}/feature_cosine_min", cosine.min().item(), "cosine")
             results.add(f"files/{name}/feature_cosine_mean", cosine.mean().item(), "cosine")
-            if not native_bf16():  # where graft computes in fp32 too, the fastest fp32 a user can reach by hand
-                with timed(seconds, "onnxruntime"):
-                    eager_features(plain, root, samples, onnx=True)
+            if "onnxruntime" in seconds:  # where graft computes in fp32 too, the fastest fp32 a user can reach by hand
                 results.add(
                     f"files/{name}/onnxruntime_fp32_vs_eager_fp32", count / seconds["onnxruntime"], "images/s", count / seconds["eager"]
                 )
                 results.add(f"files/{name}/graft_vs_onnxruntime_fp32", count / seconds["graft"], "images/s", count / seconds["onnxruntime"])
+            torch.manual_seed(0)
+            backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
             # Where graft's time goes: each part alone, over the same files.
             with timed(seconds, "hash"):
                 for path, _ in samples:
@@ -261,11 +308,7 @@ def plain_in_own_process(spec: str, epochs: int, split: Any, classes: int) -> tu
     loop took 14.4, 18.4 and 27.0 s an epoch in three make bench runs, while graft's epochs moved far less:
     whatever graft's runs leave in a process (glibc's malloc settings, threads) may reach it, and a baseline
     must be its own."""
-    here = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}
-    request = json.dumps([spec, epochs, dataclasses.asdict(split), classes])
-    done = subprocess.run([sys.executable, "-c", PLAIN_CHILD, request], capture_output=True, text=True, check=True, env=env)
-    seconds, correct, total = json.loads(done.stdout.splitlines()[-1])
+    seconds, correct, total = in_own_process(PLAIN_CHILD, json.dumps([spec, epochs, dataclasses.asdict(split), classes]))
     return seconds, correct, total
 
 
