@@ -194,7 +194,6 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
     from graft.data.loader import make_loader
     from graft.inference import prepare, resolve
     from graft.quantize import AGREEMENT, quantized
-    from graft.sources import create_backbone
 
     peaks = {name: matmul_peak(dtype) for name, dtype in measurable_peaks().items()}
     for name, value in peaks.items():
@@ -202,8 +201,7 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
     floating = resolve("auto")  # what graft's passes run in here when they do not run in int8
     root, samples = real_images(4)  # real images: whether int8 is kept depends on how they quantize
     for name in names:
-        torch.manual_seed(0)
-        backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+        backbone = speed.seeded_backbone(name)
         x = next(iter(make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)))[0]
         plain = timm.create_model(name, pretrained=False, num_classes=0).eval()  # what a user writes by hand
         with torch.inference_mode():
@@ -266,12 +264,10 @@ def agreement(results: Results, names: list[str], per_class: int) -> None:
 
     from graft.data.loader import make_loader
     from graft.inference import forward_all
-    from graft.sources import create_backbone
 
     root, samples = real_images(per_class)
     for name in names:
-        torch.manual_seed(0)
-        backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+        backbone = speed.seeded_backbone(name)
         loader = make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)
         with compiling("off"):
             fp32, labels = forward_all(backbone, loader, "fp32")

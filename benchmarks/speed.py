@@ -113,6 +113,15 @@ def eager_features(model: torch.nn.Module, root: Path, samples: list[tuple[str, 
     return torch.cat(outputs)
 
 
+def seeded_backbone(name: str) -> Any:
+    """``name`` as every benchmark here measures it, the same weights in every process: lite0 with its offline
+    ImageNet weights, any other with random ones (speed does not depend on the values), seeded."""
+    from graft.sources import create_backbone
+
+    torch.manual_seed(0)
+    return create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+
+
 SIDE_CHILD = """
 import json, sys
 import speed
@@ -127,11 +136,9 @@ def side(which: str, name: str, root: str, listing: str, home: str, out: str) ->
     from safetensors.torch import save_file
 
     from graft.features import cached_features
-    from graft.sources import create_backbone
 
     samples = [(path, label) for path, label in json.loads(Path(listing).read_text())]
-    torch.manual_seed(0)
-    backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+    backbone = seeded_backbone(name)
     plain = copy.deepcopy(backbone.model).eval()  # the same weights, as timm builds it: fp32, contiguous
     os.environ["GRAFT_HOME"] = home
     start = time.perf_counter()
@@ -155,10 +162,11 @@ def side_in_own_process(which: str, name: str, root: Path, listing: Path, folder
     return seconds, load_file(out)["features"]
 
 
-def in_own_process(code: str, *arguments: str) -> Any:
-    """The JSON that ``code`` prints last, run with ``arguments`` in a fresh Python that imports graft and this folder."""
+def in_own_process(code: str, *arguments: str, **environment: str) -> Any:
+    """The JSON that ``code`` prints last, run with ``arguments`` (and ``environment`` added to this process's) in a
+    fresh Python that imports graft and this folder."""
     here = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}
+    env = {**os.environ, **environment, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)])}
     done = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -167,7 +175,6 @@ def files(results: Rows, names: list[str], count: int) -> None:
     from graft.data.loader import make_loader
     from graft.features.cache import file_hash
     from graft.inference import forward_all, native_bf16
-    from graft.sources import create_backbone
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "images"
@@ -194,8 +201,7 @@ def files(results: Rows, names: list[str], count: int) -> None:
                     f"files/{name}/onnxruntime_fp32_vs_eager_fp32", count / seconds["onnxruntime"], "images/s", count / seconds["eager"]
                 )
                 results.add(f"files/{name}/graft_vs_onnxruntime_fp32", count / seconds["graft"], "images/s", count / seconds["onnxruntime"])
-            torch.manual_seed(0)
-            backbone = create_backbone(name, weights=None if name == "tf_efficientnet_lite0" else "random")
+            backbone = seeded_backbone(name)
             # Where graft's time goes: each part alone, over the same files.
             with timed(seconds, "hash"):
                 for path, _ in samples:
@@ -366,7 +372,7 @@ def train_epoch(results: Rows, strategies: list[str], per_class: int, epochs: in
 
 
 MEMORY_CHILD = """
-import sys
+import json, sys
 from pathlib import Path
 from graft.data.decoded import DecodedImages
 from graft.data.loader import make_loader
@@ -378,7 +384,7 @@ pre = Preprocessing(input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.
 store = DecodedImages()
 for _ in make_loader(root, samples, pre, batch_size=32, augment="light", store=store):
     pass
-print(len(samples), len(store.tensors), peak_memory_mb())
+print(json.dumps([len(samples), len(store.tensors), peak_memory_mb()]))
 """
 
 
@@ -386,13 +392,9 @@ def decode_memory(results: Rows, counts: list[int], bound_mb: float = 40.0) -> N
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "images"
         make_photos(root, max(counts), seed=2)
-        env = {**os.environ, "GRAFT_DECODE_CACHE_MB": str(bound_mb), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         peaks = []
         for count in counts:
-            done = subprocess.run(
-                [sys.executable, "-c", MEMORY_CHILD, str(root), str(count)], capture_output=True, text=True, check=True, env=env
-            )
-            images, held, peak = done.stdout.split()[-3:]
+            images, held, peak = in_own_process(MEMORY_CHILD, str(root), str(count), GRAFT_DECODE_CACHE_MB=str(bound_mb))
             peaks.append(float(peak))
             results.add(f"decode_memory/{images}_images_{held}_held_bound_{bound_mb:g}MB", peaks[-1], "MiB")
         results.add(f"decode_memory/peak_{counts[0]}_over_{counts[-1]}_images", peaks[0], "MiB/MiB", peaks[-1])
