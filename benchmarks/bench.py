@@ -41,8 +41,6 @@ a quiet machine for figures to quote). The measurements:
 import argparse
 import itertools
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -334,7 +332,7 @@ def finetune(results: Results, per_class: int, epochs: int) -> None:
 
 
 MEMORY_CHILD = """
-import sys, tempfile
+import json, sys, tempfile
 from dataclasses import replace
 from pathlib import Path
 from graft.memory import peak_memory_mb
@@ -347,7 +345,7 @@ backbone = create_backbone("tf_efficientnet_lite0")
 backbone.preprocessing = replace(backbone.preprocessing, input_size=(3, 32, 32))  # 1,280 features an image, fast
 with tempfile.TemporaryDirectory() as cache:
     FeatureCache(backbone, root=Path(cache)).fill(images.root, samples, batch_size=256)
-print(len(samples), peak_memory_mb())
+print(json.dumps([len(samples), peak_memory_mb()]))
 """
 
 
@@ -362,9 +360,8 @@ def memory(results: Results, counts: list[int]) -> None:
         return
     peaks = []
     for count in counts:
-        done = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(root), str(count)], capture_output=True, text=True, check=True)
-        images, peak = done.stdout.split()[-2:]
-        peaks.append(float(peak))
+        images, peak = speed.in_own_process(MEMORY_CHILD, str(root), str(count))
+        peaks.append(peak)
         results.add(f"memory/extract_{images}_images", peaks[-1], "MiB")
     results.add(f"memory/extract_{counts[0]}_over_{counts[-1]}_images", peaks[0], "MiB/MiB", peaks[-1])
 

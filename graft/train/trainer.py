@@ -311,7 +311,10 @@ class Trainer:
         apply_freezing(model, phase, self._kept_norms)
         if not model.backbone_trains() and (not s.varies_inputs or phase.cached):
             cache = features.FeatureCache(model.backbone, s.precision)
-            parts = [TensorDataset(*cache.features(root, samples, s.batch_size, s.workers)) for samples in (split.train, split.val)]
+            # one pass over both: one prediction of its length, so at most one int8 copy built (graft.inference)
+            rows, labels = cache.features(root, [*split.train, *split.val], s.batch_size, s.workers)
+            n = len(split.train)
+            parts = [TensorDataset(rows[:n], labels[:n]), TensorDataset(rows[n:], labels[n:])]
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
             return model.head, *self._tensor_loaders(parts, pinned), None
         if not s.varies_inputs and (fed := self._prefix_fed(model, split, pinned)) is not None:
