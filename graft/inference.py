@@ -195,7 +195,8 @@ class _Runner:
         if self.folded is not None:
             self.eager = self.folded if agrees(self.module, self.folded, x) else self.module
             self.folded = None
-        built = self._build(x) if self.size == 0 and self._due() else None
+        copies = self._due() if self.size == 0 else ()
+        built = self._build(x, copies) if copies else None
         start = time.perf_counter()
         if built is not None:
             out = built
@@ -222,16 +223,18 @@ class _Runner:
         if len(self.fast_times) == 2 and min(self.fast_times) >= self.reference:
             self.fast = None  # the build time is spent, but no further batch pays for a slower network
 
-    def _due(self) -> bool:
-        if "on" in (self.mode, self.int8):
-            return True
-        if self.mode != "auto":
-            return False
+    def _due(self) -> tuple[str, ...]:
+        """The faster copies to try on this batch, in order, the first that builds kept: ``"int8"``,
+        ``"onnxruntime"``, ``"compiled"``; none while the pass stays eager."""
+        int8 = self.int8 == "on" or self._int8_due()
+        compiled = self.mode == "on" or (self.mode == "auto" and self._long())
         left = self._eager_left()
         # ONNX Runtime's copy costs a second or two, so it need not wait for the warm batches, unless the cold
-        # first batch predicts a long pass: that one waits for them, to try int8 first.
+        # first batch predicts a long pass: that one waits for them, to try int8 first. Where another copy is
+        # due it comes before a compiled one, which it replaces on such CPUs.
         early = self.done == 1 and left <= COMPILE_AFTER_SECONDS
-        return self._long() or self._int8_due() or (self.ort and (early or self.done == 3) and left > ONNXRUNTIME_AFTER_SECONDS)
+        ort = self.ort and (int8 or compiled or ((early or self.done == 3) and left > ONNXRUNTIME_AFTER_SECONDS))
+        return tuple(name for name, due in (("int8", int8), ("onnxruntime", ort), ("compiled", compiled)) if due)
 
     def _eager_left(self) -> float:
         """Seconds of eager work the pass's remaining batches predict: after the first batch from its time (an
@@ -246,17 +249,23 @@ class _Runner:
 
     def _int8_due(self) -> bool:
         """Whether ``auto`` tries an int8 copy on this batch: a long pass, or one predicting more than
-        :data:`INT8_AFTER_SECONDS` of eager work on a network int8 is likely to suit; not one that already disagreed."""
+        :data:`INT8_AFTER_SECONDS` of eager work on a network int8 is likely to suit, unless an ONNX Runtime copy
+        is the alternative; not one that already disagreed.
+
+        Where the pass computes in fp32 the ONNX Runtime copy builds in a second or two, and on the AVX2 machine of
+        ``make bench`` resnet50's int8 copy, 2.2x faster than it, took 34 s to build: it repaid that after about 800
+        images, 140 s of eager fp32 work, so there int8 waits for a long pass as compiling does."""
         if self.int8 != "auto" or self.done != 3 or _signature(self.module) in _INT8_REJECTED:
             return False
-        return self._long() or (self._eager_left() > INT8_AFTER_SECONDS and likely_to_agree(self.module))
+        medium = not self.ort and self._eager_left() > INT8_AFTER_SECONDS and likely_to_agree(self.module)
+        return self._long() or medium
 
-    def _build(self, x: torch.Tensor) -> torch.Tensor | None:
-        """This batch's outputs, computed while building the faster copy; ``None`` if none was built."""
+    def _build(self, x: torch.Tensor, copies: tuple[str, ...]) -> torch.Tensor | None:
+        """This batch's outputs, computed while building the first of ``copies`` that builds; ``None`` if none did."""
         self.size = x.shape[0]
         self.reference = min(self.eager_times) if self.done == 3 else self.first_seconds
         torch._dynamo.reset()  # frozen weights of an earlier pass must not be reused: training may have changed them
-        if (self.int8 == "on" or self._int8_due()) and x.shape[0] > 1:
+        if "int8" in copies and x.shape[0] > 1:
             try:
                 network, outputs, agreement = quantized(self.module, x)
             except Exception as exc:  # noqa: BLE001 (an operator export or the quantizer lacks: float is still right)
@@ -271,7 +280,7 @@ class _Runner:
                     f"int8 features agree with fp32 to a cosine of {agreement:.3f} only (below {AGREEMENT}): staying in floating point "
                     "(not tried again on this network in this process)"
                 )
-        if self.ort:
+        if "onnxruntime" in copies:
             try:
                 network = onnxrt.session(self.module, x)
                 outputs = network(x)
@@ -281,7 +290,7 @@ class _Runner:
                 log("this pass runs through ONNX Runtime (fp32: this CPU has no native bf16)", style="dim")
                 self.fast, self.any_size = network, True
                 return outputs
-        if self.mode == "on" or (self.mode == "auto" and self._long()):
+        if "compiled" in copies:
             compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
             try:
                 with quiet_torch_notices():

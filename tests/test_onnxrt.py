@@ -84,6 +84,28 @@ def test_a_long_pass_waits_for_warm_batches_and_tries_int8_first(fp32_cpu: list[
     assert "int8 network for this pass" in capsys.readouterr().err and fp32_cpu == []  # the small CNN's int8 agrees
 
 
+def test_a_medium_pass_whose_first_batch_looked_long_tries_int8_only_where_no_onnxruntime_copy_is_the_alternative(
+    fp32_cpu: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold first batch predicting a long pass, the warm ones a medium one (past INT8_AFTER_SECONDS, short of
+    COMPILE_AFTER_SECONDS): where the pass computes in fp32 the ONNX Runtime copy, built in a second or two, is
+    taken on the 4th batch rather than an int8 build that would not repay itself; in bf16, int8 is tried."""
+    predicted = {1: 1e6, 3: 60.0}  # seconds of eager work left after the 1st and after the 3rd batch
+    monkeypatch.setattr(inference._Runner, "_eager_left", lambda runner: predicted.get(runner.done, 0.0))
+    monkeypatch.setattr(inference, "COMPILE_AFTER_SECONDS", 180.0)
+    monkeypatch.setattr(inference, "INT8_AFTER_SECONDS", 30.0)
+    monkeypatch.setattr(inference, "_INT8_REJECTED", set())
+    monkeypatch.setattr(inference, "AGREEMENT", -1.0)  # whatever the random weights give, an int8 copy is kept
+    calls, real = [], inference.quantized
+    monkeypatch.setattr(inference, "quantized", lambda module, x: calls.append(len(x)) or real(module, x))
+    backbone, batches = _smallcnn((4,) * 5)
+    assert _drive(backbone, batches, len(batches), "auto")[1] == [False, False, False, True, True]
+    assert calls == [] and fp32_cpu == [4, 4, 4]  # ONNX Runtime's copy, built on the 4th batch; it ran the 4th and 5th
+    monkeypatch.setattr(inference, "native_bf16", lambda: True)
+    assert _drive(backbone, batches, len(batches), "auto")[1] == [False, False, False, True, True]
+    assert calls == [4] and fp32_cpu == [4, 4, 4]  # in bf16 the int8 copy is the one built, no ONNX Runtime one
+
+
 def test_short_passes_unknown_lengths_native_bf16_and_compile_off_stay_eager(fp32_cpu: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     backbone, batches = _smallcnn((4,) * 5)
     _drive(backbone, batches, None, "auto")  # a pass of unknown length is never predicted long enough

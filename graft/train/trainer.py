@@ -312,9 +312,7 @@ class Trainer:
         if not model.backbone_trains() and (not s.varies_inputs or phase.cached):
             cache = features.FeatureCache(model.backbone, s.precision)
             # one pass over both: one prediction of its length, so at most one int8 copy built (graft.inference)
-            rows, labels = cache.features(root, [*split.train, *split.val], s.batch_size, s.workers)
-            n = len(split.train)
-            parts = [TensorDataset(rows[:n], labels[:n]), TensorDataset(rows[n:], labels[n:])]
+            parts = _train_and_val(*cache.features(root, [*split.train, *split.val], s.batch_size, s.workers), len(split.train))
             self.log(f"backbone features: {cache.hits} images from the cache, {cache.misses} computed ({cache.folder})")
             return model.head, *self._tensor_loaders(parts, pinned), None
         if not s.varies_inputs and (fed := self._prefix_fed(model, split, pinned)) is not None:
@@ -428,10 +426,9 @@ class Trainer:
                 f"the frozen blocks' outputs ({need / 2**20:,.0f} MB) do not fit in memory (GRAFT_DECODE_CACHE_MB): every epoch runs them"
             )
             return None
-        parts = []
-        for samples in (split.train, split.val):
-            loader = make_loader(Path(split.root), samples, pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
-            parts.append(TensorDataset(*forward_all(prefix, loader, floating(s.precision, device))))
+        # one pass over both, as the features strategy's cache fills: one prediction of its length (graft.inference)
+        both = make_loader(Path(split.root), [*split.train, *split.val], pre, batch_size=s.batch_size, workers=s.workers, pin_memory=pinned)
+        parts = _train_and_val(*forward_all(prefix, both, floating(s.precision, device)), len(split.train))
         self.log(
             f"the {frozen} frozen blocks of {blocks} run once per image ({images:,} images, "
             f"{need / 2**20:,.0f} MB in memory): each epoch runs the last {blocks - frozen} and the head"
@@ -661,6 +658,11 @@ def train_model(
     settings = (settings or TrainSettings()).validate()
     seed_everything(settings.seed)
     return Trainer(settings, log=log).fit(model, strategy, split)
+
+
+def _train_and_val(rows: torch.Tensor, labels: torch.Tensor, train: int) -> list[TensorDataset]:
+    """The training and validation parts of one pass over the training images, then the validation ones."""
+    return [TensorDataset(rows[:train], labels[:train]), TensorDataset(rows[train:], labels[train:])]
 
 
 def _output_bytes(prefix: nn.Module, input_size: tuple[int, ...]) -> int:
