@@ -4,8 +4,10 @@
 
 results.json is a list of ``{"name", "value", "unit"}`` objects, with ``"baseline"`` and ``"ratio"`` (value
 over baseline, higher is better) where a baseline applies. Every ratio compares figures taken in this one
-process, one after the other, so a shared machine's load shifts both sides alike (not perfectly: run it on
-a quiet machine for figures to quote). The measurements:
+run, one after the other, so a shared machine's load shifts both sides alike (not perfectly: run it on a
+quiet machine for figures to quote). The hand-written sides run in processes of their own, as a user's
+script does: in this one they inherit what graft's passes and exports leave in the heap (eager lite0 ran
+3x faster after an ONNX export). The measurements:
 
 1. ``features/NAME/*``: images/s of feature extraction (pooled pre-logits features, 224x224, batch 32,
    inference mode, a batch of real images) for resnet50, vgg16 and tf_efficientnet_lite0: plain eager
@@ -232,8 +234,8 @@ def feature_speed(results: Results, names: list[str], seconds: float, images: in
     for name in names:
         backbone = speed.seeded_backbone(name)
         x = next(iter(make_loader(root, samples, backbone.preprocessing, batch_size=BATCH)))[0]
-        plain = timm.create_model(name, pretrained=False, num_classes=0).eval()  # what a user writes by hand
         eager, ort = hand_written(name, x, seconds)
+        plain = timm.create_model(name, pretrained=False, num_classes=0).eval()  # for its FLOPs: as the hand-written side builds it
         with torch.inference_mode():
             agreement = quantized(prepare(backbone).eval(), x)[2]  # the check a long pass makes on its fourth batch
         precision = "int8" if agreement >= AGREEMENT else floating

@@ -156,8 +156,8 @@ class _Runner:
     the pass's predicted eager work. Past :data:`COMPILE_AFTER_SECONDS` ``auto`` builds, on the fourth
     batch, an int8 copy (:mod:`graft.quantize`, under ``--precision auto`` on the CPU only), kept if its outputs follow
     fp32 to :data:`~graft.quantize.AGREEMENT`, else a compiled one; past :data:`INT8_AFTER_SECONDS` only the int8
-    copy, and only for a network :func:`~graft.quantize.likely_to_agree`. Where the pass computes in fp32 on the
-    CPU, an ONNX Runtime copy replaces the compiled one, and as it costs a second or two to build, a pass
+    copy, and only for a network :func:`~graft.quantize.likely_to_agree` in a pass that computes in bf16. Where the
+    pass computes in fp32 on the CPU, an ONNX Runtime copy replaces the compiled one, and as it costs a second or two to build, a pass
     whose first batch predicts more than :data:`ONNXRUNTIME_AFTER_SECONDS` of eager work (and not a long
     one) builds it on the second batch. No copy speeds up every network (on two
     cores compiling lite0 gained nothing in ``make bench``), so ``auto`` times the copy's next two batches
