@@ -3,8 +3,8 @@
 ``graft.inference`` builds an int8 copy on a pass's fourth batch once the second and third batches predict more
 than ``INT8_AFTER_SECONDS`` of eager work for the rest. The build (export, calibration, Inductor) costs about
 10 s for resnet50 on two cores, so below some predicted work it loses. This measures where: one
-``graft.inference.forward_all`` pass over ``--lengths`` batches of 32 random 224x224 images (the time does not
-depend on them) through each network, once with int8 tried whatever the prediction (threshold 0) and once never
+``graft.inference.forward_all`` pass over each of ``LENGTHS``' numbers of batches of 32 random 224x224 images (the
+time does not depend on them) through each network, once with int8 tried whatever the prediction (threshold 0) and once never
 (the pass stays in bf16, or fp32 where the CPU lacks native bf16), each in a fresh process, alternating. Each
 row has the pass's seconds both ways and the eager work the runner predicted on its fourth batch, which is
 what the threshold is compared with. Passes stay under ``COMPILE_AFTER_SECONDS`` (three minutes). Raw figures

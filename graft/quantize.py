@@ -15,8 +15,9 @@ its weights frozen, which is what lowers the quantize/dequantize pairs to oneDNN
 uncompiled, the converted graph would run slower than fp32. As many other images of the batch, unseen by
 calibration, are the agreement check.
 
-The build is what a pass of a few thousand images pays before int8 gains anything (resnet50: 12 s on two
-cores, against 0.75 s a batch in bf16 and 0.39 in int8), so it does no more than it must: the exported
+The build is what a pass of a few thousand images pays before int8 gains anything (resnet50: about 10 s on two
+cores, 12 before the two cuts below, against 0.75 s a batch in bf16 and 0.39 in int8), so it does no more than
+it must: the exported
 graph goes to Inductor directly (:func:`torch._inductor.compile`), not through ``torch.compile``, whose
 Dynamo would trace the already-traced graph again (2 s of resnet50's build); and calibration and check
 take 8 images each, not half the batch (1.5 s less), which still gives the activation ranges hundreds of
